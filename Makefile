@@ -1,0 +1,37 @@
+# Two entry points (README): `make run` and `make test`. Both create .venv and install everything.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+DATASET_DIR ?= /usr/share/datasets/fashion-mnist
+PORT ?= 5000
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup run test ui dataset clean-runs
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $@
+
+dataset:
+	@if [ ! -f "$(DATASET_DIR)/train-images-idx3-ubyte.gz" ] && [ ! -f "$(DATASET_DIR)/train-images-idx3-ubyte" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	  else \
+	    echo "error: Fashion-MNIST is missing from $(DATASET_DIR): run 'sudo apt-get install dataset-fashion-mnist', or point data.source/data.path in params.yaml at your own images" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+setup: $(VENV)/.installed dataset
+
+run: setup
+	dvc repro
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+ui: setup
+	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)

@@ -1,0 +1,240 @@
+"""Typed, validated `params.yaml`.
+
+One frozen dataclass per section. `load_params` checks every key, type and range before any
+stage does work, and reports the first problem as one line naming the key and the value
+(`ConfigError`), with the closest known key suggested for a typo.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from alae.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A bad value in params.yaml; the message is one line a user can act on."""
+
+
+SOURCES = ("fashion-mnist", "mnist-idx", "folder", "shards")
+DEFAULT_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def _power_of_two(n: int) -> bool:
+    return n >= 4 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "fashion-mnist"   # one of SOURCES
+    path: Optional[str] = None      # source location; fashion-mnist defaults to the Debian path
+    resolution: int = 32            # stored resolution, a power of two
+    channels: int = 1               # 1 (grayscale) or 3 (RGB)
+    limit: Optional[int] = None     # cap on images per split (smoke runs, tests)
+    test_fraction: float = 0.1      # folder source: share of images in the test split
+    shard_size: int = 10000         # samples per tar shard
+
+    def check(self) -> None:
+        _choice("data.source", self.source, SOURCES)
+        _require("data.resolution", self.resolution, _power_of_two(self.resolution),
+                 "a power of two >= 4")
+        _choice("data.channels", self.channels, (1, 3))
+        if self.limit is not None:
+            _require("data.limit", self.limit, self.limit >= 1, ">= 1 or null")
+        _require("data.test_fraction", self.test_fraction, 0.0 < self.test_fraction < 1.0,
+                 "between 0 and 1")
+        _require("data.shard_size", self.shard_size, self.shard_size >= 1, ">= 1")
+        if self.source in ("mnist-idx", "folder", "shards") and not self.path:
+            raise ConfigError(f"data.path: required for data.source={self.source!r}")
+
+    @property
+    def source_path(self) -> str:
+        return self.path or DEFAULT_FASHION_MNIST
+
+
+@dataclass(frozen=True)
+class FeaturenetConfig:
+    seed: int = 0            # its own seed: the feature space depends only on data and these
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 0.001
+    features: int = 128      # width of the penultimate layer (the FID feature space)
+
+    def check(self) -> None:
+        _require("featurenet.epochs", self.epochs, self.epochs >= 1, ">= 1")
+        _require("featurenet.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
+        _require("featurenet.lr", self.lr, self.lr > 0, "> 0")
+        _require("featurenet.features", self.features, self.features >= 2, ">= 2")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = "mlp"           # mlp: the paper's MNIST experiment
+    latent: int = 50            # size of z and w
+    mapping_layers: int = 6     # layers of F
+    hidden: int = 1024          # width of the MLP encoder and generator
+
+    def check(self) -> None:
+        _choice("model.kind", self.kind, ("mlp",))
+        _require("model.latent", self.latent, self.latent >= 1, ">= 1")
+        _require("model.mapping_layers", self.mapping_layers, self.mapping_layers >= 1, ">= 1")
+        _require("model.hidden", self.hidden, self.hidden >= 1, ">= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    kimg: float = 300.0          # training length in thousands of real images shown
+    batch_size: int = 128
+    r1_gamma: float = 10.0       # R1 weight gamma: penalty (gamma/2)*|grad|^2 on real images
+    beta1: float = 0.0
+    beta2: float = 0.99
+    ema_kimg: float = 10.0       # half-life of the EMA networks, in thousands of images
+    tick_kimg: float = 4.0       # log losses and img/s every this many thousand images
+    device: str = "auto"         # auto | cpu | cuda | cuda:N
+    amp: bool = False            # bf16 autocast (CUDA, or CPUs with AMX)
+    threads: int = 0             # torch CPU threads; 0 = torch's default
+
+    def check(self) -> None:
+        _require("train.kimg", self.kimg, self.kimg > 0, "> 0")
+        _require("train.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
+        _require("train.r1_gamma", self.r1_gamma, self.r1_gamma >= 0, ">= 0")
+        _require("train.beta1", self.beta1, 0 <= self.beta1 < 1, "in [0, 1)")
+        _require("train.beta2", self.beta2, 0 <= self.beta2 < 1, "in [0, 1)")
+        _require("train.ema_kimg", self.ema_kimg, self.ema_kimg >= 0, ">= 0")
+        _require("train.tick_kimg", self.tick_kimg, self.tick_kimg > 0, "> 0")
+        _require("train.device", self.device,
+                 self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+                 "auto, cpu, cuda or cuda:N")
+        _require("train.threads", self.threads, self.threads >= 0, ">= 0")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    num_images: int = 10000      # generated and reconstructed images per FID
+    batch_size: int = 500
+    features: str = "classifier"  # feature space of FID: classifier (the featurenet)
+    seed: int = 0
+
+    def check(self) -> None:
+        _require("evaluate.num_images", self.num_images, self.num_images >= 2, ">= 2")
+        _require("evaluate.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
+        _choice("evaluate.features", self.features, ("classifier",))
+
+
+@dataclass(frozen=True)
+class FiguresConfig:
+    seed: int = 0
+    samples: int = 64            # images in the sample grid
+    pairs: int = 4               # rows of test images (each above its reconstruction)
+    columns: int = 8
+
+    def check(self) -> None:
+        _require("figures.samples", self.samples, self.samples >= 1, ">= 1")
+        _require("figures.pairs", self.pairs, self.pairs >= 1, ">= 1")
+        _require("figures.columns", self.columns, self.columns >= 1, ">= 1")
+
+
+@dataclass(frozen=True)
+class Params:
+    lr: float = 0.002            # base learning rate (`dvc exp run -S lr=...`)
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    featurenet: FeaturenetConfig = field(default_factory=FeaturenetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
+
+    def check(self) -> None:
+        _require("lr", self.lr, self.lr > 0, "> 0")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.check()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys, as MLflow params."""
+        out: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
+
+
+def _require(key: str, value: Any, ok: bool, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {value!r} is not allowed (must be {what})")
+
+
+def _choice(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check a YAML value against a field's type; ints are accepted where floats are expected."""
+    optional = typing.get_origin(annotation) is typing.Union
+    if optional:
+        if value is None:
+            return None
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is bool and isinstance(value, bool):
+        return value
+    if annotation in (int, str) and isinstance(value, annotation) and not isinstance(value, bool):
+        return value
+    wanted = annotation.__name__ + (" or null" if optional else "")
+    raise ConfigError(f"{key}: {value!r} has the wrong type (expected {wanted})")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'params'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(f"{prefix}{key}: unknown key{hint}")
+        hint_type = hints[key]
+        if dataclasses.is_dataclass(hint_type):
+            kwargs[key] = _build(hint_type, value if value is not None else {}, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(prefix + key, value, hint_type)
+    return cls(**kwargs)
+
+
+def parse_params(raw: Any) -> Params:
+    params = _build(Params, raw if raw is not None else {}, "")
+    params.check()
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return parse_params(raw)
+
+
+def params_from_dict(raw: dict) -> Params:
+    """Rebuild params saved beside a checkpoint (already validated once)."""
+    return parse_params(raw)

@@ -1,0 +1,155 @@
+"""Batches of images from the shard folder (webdataset), as float tensors in [-1, 1].
+
+`train_batches` is an endless, seeded stream: shard order and a sample shuffle buffer both draw from
+seeded generators, since webdataset's default seed is random (TOOLS.md). `eval_batches` is one pass
+in stored order. Lower resolutions than the stored one come from area averaging (block means, as
+`avg_pool2d`), the same downsampling the progressive-growing levels of ALAE use between resolutions.
+"""
+from __future__ import annotations
+
+import io
+import random
+import tarfile
+from itertools import count, islice
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+
+from alae.data.shards import read_manifest
+from alae.data.sources import SPLITS
+from alae.errors import DataError
+
+_TO_UNIT = (np.arange(256) / 127.5 - 1.0).astype(np.float32)  # uint8 pixel -> [-1, 1]
+Batch = tuple[torch.Tensor, Optional[torch.Tensor]]
+
+
+def shard_paths(shards_dir: str | Path, manifest: dict, split: str) -> list[Path]:
+    """The split's shard files in stored order; DataError naming the first one missing."""
+    if split not in SPLITS:
+        raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    paths = [Path(shards_dir) / entry["name"] for entry in manifest["shards"][split]]
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path}: shard listed in manifest.json is missing")
+    return paths
+
+
+def raw_samples(paths: Iterable[Path]) -> Iterator[dict]:
+    """Undecoded samples ({"__key__", "png", "cls"?}) from tar shards, in file order."""
+    for path in paths:
+        try:
+            yield from wds.tarfile_to_samples()(iter([{"url": str(path)}]))
+        except (tarfile.TarError, OSError, ValueError) as e:
+            raise DataError(f"{path}: unreadable shard ({e.args[0] if e.args else e})") from None
+
+
+def decode_png(data: bytes) -> Image.Image:
+    # Naming the format skips Pillow's probing of every plugin: noticeable at thousands of img/s.
+    img = Image.open(io.BytesIO(data), formats=("PNG",))
+    img.load()
+    return img
+
+
+def _check_resolution(resolution: int, stored: int, shards_dir) -> int:
+    if resolution < 1 or resolution & (resolution - 1) or resolution > stored:
+        raise DataError(f"{shards_dir}: resolution {resolution} is not available (shards are "
+                        f"{stored}x{stored}; use a power of two <= {stored})")
+    return stored // resolution
+
+
+class _Decoder:
+    """Turns lists of raw samples into (x, labels) batches for one shard folder."""
+
+    def __init__(self, shards_dir, manifest: dict, resolution: int):
+        self.stored = int(manifest["resolution"])
+        self.channels = int(manifest["channels"])
+        self.labelled = manifest["label_names"] is not None
+        self.factor = _check_resolution(resolution, self.stored, shards_dir)
+        self.mode = "L" if self.channels == 1 else "RGB"
+
+    def __call__(self, samples: list[dict]) -> Batch:
+        shape = (len(samples), self.stored, self.stored) + ((3,) if self.channels == 3 else ())
+        pixels = np.empty(shape, dtype=np.uint8)
+        for i, sample in enumerate(samples):
+            img = decode_png(sample["png"])
+            if img.mode != self.mode:
+                img = img.convert(self.mode)
+            if img.size != (self.stored, self.stored):
+                raise DataError(f"{sample.get('__url__')}: sample {sample['__key__']} is "
+                                f"{img.size[0]}x{img.size[1]}, manifest says {self.stored}")
+            pixels[i] = np.asarray(img)
+        # numpy, single-threaded, on purpose: torch's intra-op threads would compete with the
+        # model's for the same cores, and a lookup table maps 0 -> -1, 255 -> 1 exactly.
+        x = _TO_UNIT[pixels]
+        x = x[:, None] if self.channels == 1 else x.transpose(0, 3, 1, 2)
+        if self.factor > 1:  # area downsampling: the mean of each factor x factor block
+            b, c, h, w = x.shape
+            f = self.factor
+            x = x.reshape(b, c, h // f, f, w // f, f).mean(axis=(3, 5), dtype=np.float32)
+        labels = None
+        if self.labelled:
+            labels = torch.tensor([int(s["cls"]) for s in samples], dtype=torch.long)
+        return torch.from_numpy(np.ascontiguousarray(x)), labels
+
+
+def _batches(samples: Iterator[dict], decode: _Decoder, batch_size: int) -> Iterator[Batch]:
+    while True:
+        chunk = list(islice(samples, batch_size))
+        if not chunk:
+            return
+        yield decode(chunk)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise DataError(f"batch size {batch_size} must be >= 1")
+
+
+def train_batches(shards_dir: str | Path, resolution: int, batch_size: int, seed: int, *,
+                  rank: int = 0, world_size: int = 1,
+                  shuffle_buffer: int = 10000) -> Iterator[Batch]:
+    """Endless shuffled batches: x (B, C, resolution, resolution) in [-1, 1], and labels or None.
+
+    Same seed, same batches. With `world_size` > 1 each rank reads a disjoint part of every epoch
+    (whole shards when there are enough, otherwise every world_size-th sample), so DDP ranks never
+    run dry: the stream has no end.
+    """
+    manifest = read_manifest(shards_dir)
+    paths = shard_paths(shards_dir, manifest, "train")
+    decode = _Decoder(shards_dir, manifest, resolution)
+    _check_batch_size(batch_size)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+    if int(manifest["counts"]["train"]) == 0:
+        raise DataError(f"{shards_dir}: the train split is empty")
+    order_rng = random.Random(seed)  # identical on every rank, so shard slices partition an epoch
+    sample_rng = random.Random(f"alae-shuffle:{seed}:{rank}")
+
+    def endless() -> Iterator[dict]:
+        for _epoch in count():
+            order = list(paths)
+            order_rng.shuffle(order)
+            if world_size == 1:
+                yield from raw_samples(order)
+            elif len(order) >= world_size:
+                yield from raw_samples(order[rank::world_size])
+            else:
+                yield from islice(raw_samples(order), rank, None, world_size)
+
+    bufsize = max(1, shuffle_buffer)
+    shuffled = wds.shuffle(bufsize=bufsize, initial=min(bufsize, 1000), rng=sample_rng)(endless())
+    return _batches(iter(shuffled), decode, batch_size)
+
+
+def eval_batches(shards_dir: str | Path, split: str, resolution: int, batch_size: int,
+                 limit: Optional[int] = None) -> Iterator[Batch]:
+    """One pass over `split` in stored order (no shuffling); the last batch may be smaller."""
+    manifest = read_manifest(shards_dir)
+    paths = shard_paths(shards_dir, manifest, split)
+    decode = _Decoder(shards_dir, manifest, resolution)
+    _check_batch_size(batch_size)
+    return _batches(islice(raw_samples(paths), limit), decode, batch_size)

@@ -1,0 +1,320 @@
+"""Image sources for the shard stage: MNIST-format IDX files, a folder of images, existing shards.
+
+Every source yields `(split, key, image, label)` lazily, one image at a time, with the image
+already at the stored resolution and channel count (a PIL image in mode "L" or "RGB") and the label
+an int or None. Memory stays bounded by one image (or one block of IDX records), never the dataset.
+
+IDX images (28×28) are zero-padded by 2 px to 32×32 as the reference ALAE does (DESIGN.md,
+"Data"), then resized with antialiasing if the stored resolution differs. Folder images are centre-cropped to
+square and resized with LANCZOS.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from alae.config import DEFAULT_FASHION_MNIST, DataConfig
+from alae.errors import DataError
+
+SPLITS = ("train", "test")
+Sample = tuple[str, str, Image.Image, Optional[int]]
+
+FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+DIGIT_LABELS = [str(d) for d in range(10)]
+
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_IMAGES_MAGIC = 0x00000803   # unsigned bytes, 3 dimensions
+IDX_LABELS_MAGIC = 0x00000801   # unsigned bytes, 1 dimension
+IDX_SIDE = 28
+IDX_PAD = 2                     # 28 + 2*2 = 32, the reference's padding
+
+# Formats recognised by content, so a PNG named .jpg (or without extension) still counts.
+FOLDER_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
+
+
+def sample_key(split: str, index: int) -> str:
+    # webdataset splits keys at the first dot, so keys are built only from [a-z0-9_].
+    return f"{split}_{index:07d}"
+
+
+def open_source(cfg: DataConfig):
+    """The source named by `cfg.source`, checked enough to fail before any work is done."""
+    if cfg.source == "fashion-mnist":
+        return IdxSource(cfg, FASHION_MNIST_LABELS)
+    if cfg.source == "mnist-idx":
+        return IdxSource(cfg, DIGIT_LABELS)
+    if cfg.source == "folder":
+        return FolderSource(cfg)
+    if cfg.source == "shards":
+        return ShardSource(cfg)
+    raise DataError(f"data.source: unknown source {cfg.source!r}")
+
+
+def fit_image(img: Image.Image, resolution: int, channels: int) -> Image.Image:
+    """Centre-crop to square, convert to L/RGB, resize with LANCZOS (antialiased) to `resolution`."""
+    img = img.convert("L" if channels == 1 else "RGB")
+    w, h = img.size
+    side = min(w, h)
+    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    if side == resolution:
+        return img.crop(box) if (w, h) != (side, side) else img
+    return img.resize((resolution, resolution), Image.LANCZOS, box=box)
+
+
+# ----------------------------------------------------------------------------------------- IDX
+
+def _is_gzip(path: Path) -> bool:
+    # Decided by content (gzip magic), not by the name: a renamed file still opens.
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _open_maybe_gzip(path: Path):
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+def _read_exact(f, n: int, path: Path) -> bytes:
+    try:
+        data = f.read(n)
+    except (EOFError, OSError, zlib.error) as e:  # truncated or corrupt gzip stream
+        raise DataError(f"{path}: corrupt or truncated IDX file ({e})") from None
+    if len(data) != n:
+        raise DataError(f"{path}: truncated IDX file (wanted {n} more bytes, got {len(data)})")
+    return data
+
+
+def _idx_header(f, path: Path, magic: int, ndim: int) -> tuple[int, ...]:
+    (found,) = struct.unpack(">I", _read_exact(f, 4, path))
+    if found != magic:
+        raise DataError(f"{path}: not an IDX {'image' if ndim == 3 else 'label'} file "
+                        f"(magic 0x{found:08x}, expected 0x{magic:08x})")
+    return struct.unpack(f">{ndim}I", _read_exact(f, 4 * ndim, path))
+
+
+class IdxSource:
+    """MNIST-format IDX files (Fashion-MNIST, MNIST...), gzipped or not; the official split."""
+
+    def __init__(self, cfg: DataConfig, label_names: list[str]):
+        self.cfg = cfg
+        self.root = Path(cfg.source_path)
+        self.label_names = label_names
+        self.skipped: list[dict] = []
+        self.files = {split: tuple(self._find(name) for name in names)
+                      for split, names in IDX_FILES.items()}
+        # Headers and labels are small: check them all now so a bad file fails before any work.
+        self._counts = {}
+        self._labels = {}
+        for split, (images, labels) in self.files.items():
+            self._labels[split] = self._read_labels(labels)
+            with _open_maybe_gzip(images) as f:
+                n, rows, cols = _idx_header(f, images, IDX_IMAGES_MAGIC, 3)
+            if (rows, cols) != (IDX_SIDE, IDX_SIDE):
+                raise DataError(f"{images}: images are {rows}x{cols}, expected 28x28")
+            if n != len(self._labels[split]):
+                raise DataError(f"{images}: {n} images but {labels.name} has "
+                                f"{len(self._labels[split])} labels")
+            if not _is_gzip(images) and images.stat().st_size < 16 + n * IDX_SIDE * IDX_SIDE:
+                raise DataError(f"{images}: truncated IDX file ({images.stat().st_size} bytes "
+                                f"for {n} images)")
+            self._counts[split] = n
+
+    def _find(self, name: str) -> Path:
+        for candidate in (self.root / name, self.root / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+        hint = ""
+        if str(self.root) == DEFAULT_FASHION_MNIST:
+            hint = " (install it: apt-get install dataset-fashion-mnist)"
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: dataset folder not found{hint}")
+        raise DataError(f"{self.root / name}: IDX file not found (nor {name}.gz){hint}")
+
+    def _read_labels(self, path: Path) -> np.ndarray:
+        with _open_maybe_gzip(path) as f:
+            (n,) = _idx_header(f, path, IDX_LABELS_MAGIC, 1)
+            labels = np.frombuffer(_read_exact(f, n, path), dtype=np.uint8)
+        if n and labels.max() >= len(self.label_names):
+            raise DataError(f"{path}: label {int(labels.max())} out of range "
+                            f"(expected 0..{len(self.label_names) - 1})")
+        return labels
+
+    def count(self, split: str) -> int:
+        return self._counts[split]
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        path = self.files[split][0]
+        labels = self._labels[split]
+        n = self._counts[split]
+        pixels = IDX_SIDE * IDX_SIDE
+        block = 1000  # records decoded per read: one numpy call instead of one per image
+        res, channels = self.cfg.resolution, self.cfg.channels
+        with _open_maybe_gzip(path) as f:
+            _idx_header(f, path, IDX_IMAGES_MAGIC, 3)
+            for start in range(0, n, block):
+                count = min(block, n - start)
+                raw = np.frombuffer(_read_exact(f, count * pixels, path), dtype=np.uint8)
+                padded = np.pad(raw.reshape(count, IDX_SIDE, IDX_SIDE),
+                                ((0, 0), (IDX_PAD, IDX_PAD), (IDX_PAD, IDX_PAD)))
+                for j in range(count):
+                    img = Image.fromarray(padded[j], "L")
+                    if res != padded.shape[1]:
+                        img = img.resize((res, res), Image.LANCZOS)
+                    if channels == 3:
+                        img = img.convert("RGB")
+                    i = start + j
+                    yield split, sample_key(split, i), img, int(labels[i])
+
+
+# -------------------------------------------------------------------------------------- folder
+
+def _flatten(img: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit L or RGB: alpha composited on black, 16-bit scaled to 8 bits."""
+    mode = img.mode
+    if mode.startswith("I") or mode == "F":
+        # 16-bit PNGs open as I;16* or I with values 0..65535; 65535/257 = 255 exactly.
+        a = np.asarray(img, dtype=np.float64)
+        scale = 1.0 if mode == "F" else 257.0
+        return Image.fromarray(np.clip(np.rint(a / scale), 0, 255).astype(np.uint8), "L")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode in ("PA", "LA", "La", "RGBa"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        # Transparent pixels become black, as if the image were shown on the black background
+        # that zero-padded (MNIST-like) images already have.
+        black = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, img).convert("RGB")
+    if img.mode in ("L", "RGB"):
+        return img
+    return img.convert("RGB")  # 1, CMYK, YCbCr, LAB, HSV, RGBX ...
+
+
+def load_image(path: Path, resolution: int, channels: int) -> Image.Image:
+    """Decode one image file into the stored format (raises on unreadable data)."""
+    with Image.open(path) as img:
+        if img.format == "JPEG":
+            # DCT-domain downscaling: big JPEGs decode at a fraction of the cost, and staying at
+            # >= 2x the target size leaves the LANCZOS resize to do the antialiasing.
+            img.draft(None, (2 * resolution, 2 * resolution))
+        img.load()
+        img = ImageOps.exif_transpose(img)  # phone photos store rotation as a tag
+        return fit_image(_flatten(img), resolution, channels)
+
+
+def _split_of(rel: str, test_fraction: float) -> str:
+    # A hash of the relative path alone: adding or removing other files never moves an image
+    # between splits, and the split is the same on every machine.
+    h = int.from_bytes(hashlib.sha1(rel.encode("utf-8")).digest()[:8], "big")
+    return "test" if h / 2.0 ** 64 < test_fraction else "train"
+
+
+class FolderSource:
+    """A folder of images, searched recursively; labels from first-level sub-folders.
+
+    Hidden files and folders (names starting with ".") are ignored. When images sit in first-level
+    sub-folders, those folder names (sorted) are the classes; an image directly at the top level of
+    such a folder has no class and is skipped (listed with the reason), like torchvision's
+    ImageFolder. When every image is at the top level the dataset has no labels.
+    """
+
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+        self.root = Path(cfg.source_path)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: image folder not found")
+        self.skipped: list[dict] = []
+        candidates = [rel for rel in self._walk() if self._sniff(rel)]
+        nested = [rel for rel in candidates if "/" in rel]
+        if nested:
+            self.label_names: Optional[list[str]] = sorted({rel.split("/", 1)[0] for rel in nested})
+            for rel in candidates:
+                if "/" not in rel:
+                    self._skip(rel, "image at the top level of a folder whose images are in "
+                                    "class sub-folders (no label)")
+            ids = {name: i for i, name in enumerate(self.label_names)}
+            items = [(rel, ids[rel.split("/", 1)[0]]) for rel in nested]
+        else:
+            self.label_names = None
+            items = [(rel, None) for rel in candidates]
+        self.items: dict[str, list[tuple[str, Optional[int]]]] = {s: [] for s in SPLITS}
+        for rel, label in items:
+            self.items[_split_of(rel, cfg.test_fraction)].append((rel, label))
+        if not items:
+            reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in self.skipped[:3])
+            raise DataError(f"{self.root}: no usable image found"
+                            + (f" ({len(self.skipped)} files skipped, e.g. {reasons})"
+                               if self.skipped else " (the folder is empty)"))
+
+    def _walk(self) -> list[str]:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in filenames:
+                if not name.startswith("."):
+                    found.append((Path(dirpath) / name).relative_to(self.root).as_posix())
+        return sorted(found)
+
+    def _skip(self, rel: str, reason: str) -> None:
+        self.skipped.append({"path": rel, "reason": reason})
+
+    def _sniff(self, rel: str) -> bool:
+        """Header check only (cheap); full decoding errors are caught while streaming."""
+        try:
+            with Image.open(self.root / rel) as img:
+                fmt = img.format
+        except Exception as e:  # PIL raises many types for junk input; the reason is recorded
+            self._skip(rel, f"not an image ({type(e).__name__}: {e})")
+            return False
+        if fmt not in FOLDER_FORMATS:
+            self._skip(rel, f"unsupported image format {fmt} (expected PNG, JPEG, WebP or BMP)")
+            return False
+        return True
+
+    def count(self, split: str) -> int:
+        return len(self.items[split])
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        index = 0
+        for rel, label in self.items[split]:
+            try:
+                img = load_image(self.root / rel, self.cfg.resolution, self.cfg.channels)
+            except Exception as e:  # truncated or corrupt data past the header
+                self._skip(rel, f"unreadable image ({type(e).__name__}: {e})")
+                continue
+            yield split, sample_key(split, index), img, label
+            index += 1
+
+
+# -------------------------------------------------------------------------------------- shards
+
+class ShardSource:
+    """Shards written by this project, re-encoded at the configured resolution and channels."""
+
+    def __init__(self, cfg: DataConfig):
+        from alae.data.shards import read_manifest  # shards.py imports this module
+        self.cfg = cfg
+        self.root = Path(cfg.source_path)
+        self.manifest = read_manifest(self.root)
+        self.label_names = self.manifest["label_names"]
+        self.skipped: list[dict] = []
+
+    def count(self, split: str) -> int:
+        return int(self.manifest["counts"][split])
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        from alae.data.loader import decode_png, raw_samples, shard_paths
+        paths = shard_paths(self.root, self.manifest, split)
+        for index, raw in enumerate(raw_samples(paths)):
+            img = fit_image(decode_png(raw["png"]), self.cfg.resolution, self.cfg.channels)
+            label = int(raw["cls"]) if "cls" in raw else None
+            yield split, sample_key(split, index), img, label

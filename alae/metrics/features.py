@@ -1,0 +1,67 @@
+"""Feature extractors: images in [-1, 1] -> feature vectors of one named space.
+
+An extractor has a `name` (the suffix of every metric key computed in its space: `fid_<name>`),
+`dim`, `__call__(x) -> (N, dim)`, `to(device)` and `provenance()` (strings to record beside the
+numbers, e.g. as MLflow tags). Only the classifier space lives here so far; Inception (pytorch-fid)
+would be a second class with the same interface.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from alae.featurenet import Featurenet, load_featurenet
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Square images to `size`: area averaging down (what the data loader does between
+    resolutions), bilinear up; unchanged when already that size."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    if x.shape[-1] > size:
+        return F.interpolate(x, size=(size, size), mode="area")
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class ClassifierFeatures:
+    """The featurenet's penultimate layer; images are resized to the featurenet's resolution."""
+
+    name = "classifier"
+
+    def __init__(self, net: Featurenet, sha256: str):
+        self.net = net.eval().requires_grad_(False)
+        self.sha256 = sha256
+
+    @classmethod
+    def from_file(cls, path: str | Path,
+                  device: str | torch.device = "cpu") -> "ClassifierFeatures":
+        return cls(*load_featurenet(path, device))
+
+    @property
+    def dim(self) -> int:
+        return self.net.feature_dim
+
+    @property
+    def channels(self) -> int:
+        return self.net.channels
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: str | torch.device) -> "ClassifierFeatures":
+        self.net.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.net.channels:
+            raise ValueError(f"featurenet expects {self.net.channels}-channel images, "
+                             f"got {x.shape[1]} channels")
+        x = resize(x.to(self.device, torch.float32), self.net.resolution)
+        return self.net.features(x)
+
+    def provenance(self) -> dict[str, str]:
+        return {"featurenet_sha256": self.sha256}

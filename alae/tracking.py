@@ -1,0 +1,164 @@
+"""MLflow, as DESIGN.md's "one run per pipeline configuration". The only module that imports mlflow.
+
+Every stage opens the run tagged with the configuration's run key (a hash of the resolved params
+and the code), creating it and logging the flattened params once when it is new. So `dvc repro`
+and `dvc exp run` with the same params and code continue one run, and any change starts another.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from alae.config import Params
+from alae.errors import UserError
+
+EXPERIMENT = "alae"
+KEY_TAG = "alae.run_key"
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+CODE_GLOBS = ("alae/**/*.py", "stages/*.py", "dvc.yaml")
+
+
+def repo_root() -> Path:
+    """`DVC_ROOT` first: under `dvc exp run --temp/--queue` git would name a throw-away copy."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    git = _git("rev-parse", "--show-toplevel", cwd=Path.cwd())
+    return Path(git).resolve() if git else Path.cwd().resolve()
+
+
+def tracking_uri(root: Optional[Path] = None) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{(root or repo_root()) / 'mlflow.db'}"
+
+
+def code_digest(project_dir: Path = PROJECT_DIR) -> str:
+    h = hashlib.sha256()
+    files = sorted({p for g in CODE_GLOBS for p in project_dir.glob(g) if p.is_file()})
+    for path in files:
+        h.update(path.relative_to(project_dir).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def run_key(params: Params, project_dir: Path = PROJECT_DIR) -> str:
+    blob = json.dumps(params.to_dict(), sort_keys=True) + code_digest(project_dir)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """MLflow's own client retries for minutes; a dead server must fail the stage at once."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except (urllib.error.URLError, OSError) as e:
+        raise UserError(f"MLFLOW_TRACKING_URI {uri}: tracking server not reachable ({e})") from None
+
+
+class PipelineRun:
+    """The MLflow run of one pipeline configuration, as the stages use it."""
+
+    def __init__(self, client: Any, run_id: str, key: str):
+        self.client, self.run_id, self.key = client, run_id, key
+
+    def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifact(self, path: str | Path, artifact_path: Optional[str] = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def logged_steps(self, metric: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(self.run_id, metric)}
+
+
+def _git(*args: str, cwd: Path) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _experiment_id(client: Any, uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    # A SQLite store keeps its artifacts beside it (the default: both at the repo root), not in
+    # ./mlruns of whatever folder a stage happened to start in.
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(EXPERIMENT, artifact_location=location)
+    except MlflowException:  # another stage created it a moment ago
+        return client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+def _tags(key: str, root: Path) -> dict[str, str]:
+    tags = {KEY_TAG: key}
+    commit = os.environ.get("DVC_EXP_BASELINE_REV") or _git("rev-parse", "HEAD", cwd=root)
+    if commit:
+        tags["git.commit"] = commit
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+        tags["mlflow.runName"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+@contextlib.contextmanager
+def pipeline_run(params: Params, stage: str) -> Iterator[PipelineRun]:
+    """Open (or create) the run of this configuration for one stage; mark it FAILED, with the
+    error as a tag, if the stage raises, and FINISHED when it succeeds."""
+    import logging
+
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    # Store-creation and schema-migration chatter would bury the stage's own one-line errors.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    root = repo_root()
+    uri = tracking_uri(root)
+    check_reachable(uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = _experiment_id(client, uri)
+    key = run_key(params)
+    found = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'",
+                               max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+    else:
+        run_id = client.create_run(exp_id, run_name=f"alae-{key[:8]}").info.run_id
+        flat = [Param(k, json.dumps(v) if not isinstance(v, str) else v)
+                for k, v in sorted(params.flat().items())]
+        client.log_batch(run_id, params=flat)
+    run = PipelineRun(client, run_id, key)
+    run.set_tags(_tags(key, root))
+    try:
+        yield run
+    except BaseException as e:
+        client.set_tag(run_id, "alae.error", f"{stage}: {e}"[:5000])
+        client.set_terminated(run_id, status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    client.set_tag(run_id, "alae.error", "")
+    client.set_terminated(run_id, status="FINISHED")

@@ -1,0 +1,1 @@
+"""ALAE training: pure losses, the three named updates, and the loop that drives them."""

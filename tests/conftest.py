@@ -1,0 +1,42 @@
+"""Shared pytest fixtures: real data where the machine has it, skipped with a hint where not."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from alae.config import DEFAULT_FASHION_MNIST, DataConfig
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> Path:
+    """The Debian Fashion-MNIST folder (four gzipped IDX files)."""
+    path = Path(DEFAULT_FASHION_MNIST)
+    if not (path / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST not installed: apt-get install dataset-fashion-mnist "
+                    "(make test installs it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(fashion_mnist, tmp_path_factory) -> Path:
+    """Real Fashion-MNIST shards, 600 images per split in shards of 250 (250, 250, 100)."""
+    from alae.data import write_shards
+
+    out = tmp_path_factory.mktemp("tiny") / "shards"
+    write_shards(DataConfig(path=str(fashion_mnist), limit=600, shard_size=250), out)
+    return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_mlflow_store(tmp_path_factory):
+    """Stages run by tests record into a throw-away store, never the checkout's mlflow.db."""
+    store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
+    yield
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old

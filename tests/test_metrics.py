@@ -1,0 +1,191 @@
+"""FID arithmetic against numpy and pytorch-fid, and the metric plumbing against test doubles
+whose answers are known by hand (a "model" that returns the test set, or noise)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pytorch_fid.fid_score import calculate_frechet_distance
+
+from alae.config import EvaluateConfig, FeaturenetConfig
+from alae.data import eval_batches, read_manifest
+from alae.featurenet import save_featurenet, train_featurenet
+from alae.metrics import evaluate_model, metric_names, provenance, register
+from alae.metrics.features import ClassifierFeatures, resize
+from alae.metrics.fid import FeatureStats, frechet_distance
+
+rng = np.random.default_rng(0)
+
+
+def stats_of(x, chunk=None) -> FeatureStats:
+    s = FeatureStats()
+    for i in range(0, len(x), chunk or len(x)):
+        s.update(x[i:i + (chunk or len(x))])
+    return s
+
+
+# ---------------------------------------------------------------- FeatureStats, frechet_distance
+
+def test_stats_match_numpy():
+    x = rng.normal(50.0, 3.0, size=(400, 6)) @ rng.normal(size=(6, 6))  # far from 0, correlated
+    x = x.astype(np.float32).astype(np.float64)   # float32 features, as extractors give them
+    s = stats_of(torch.from_numpy(x).float())
+    assert s.n == 400
+    np.testing.assert_allclose(s.mean(), x.mean(0), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(s.cov(), np.cov(x, rowvar=False), rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 128])
+def test_stats_do_not_depend_on_batch_size(chunk):
+    x = rng.normal(size=(300, 5)) + 10
+    whole, parts = stats_of(x), stats_of(x, chunk)
+    np.testing.assert_allclose(parts.mean(), whole.mean(), rtol=1e-12)
+    np.testing.assert_allclose(parts.cov(), whole.cov(), rtol=1e-10, atol=1e-12)
+
+
+def test_stats_refuse_too_few_and_mixed_widths():
+    s = FeatureStats().update(np.ones((1, 3)))
+    with pytest.raises(ValueError):
+        s.cov()
+    with pytest.raises(ValueError):
+        s.update(np.ones((2, 4)))
+
+
+def test_fid_diagonal_by_hand():
+    # Diagonal covariances: the sum over axes of m² + a + b - 2·sqrt(ab). The four points
+    # (±1, 0), (0, ±1) have mean 0 and unbiased variance 2/3 on each axis, covariance 0.
+    cross = np.array([[1.0, 0], [-1, 0], [0, 1], [0, -1]])
+    a = stats_of(cross)                                   # variances 2/3, 2/3
+    b = stats_of(cross * [2.0, 3.0] + [3.0, 0.0])          # mean (3, 0), variances 8/3, 6
+    by_hand = 9 + (2 / 3 + 8 / 3 - 2 * 4 / 3) + (2 / 3 + 6 - 2 * 2)
+    assert frechet_distance(a, b) == pytest.approx(by_hand, rel=1e-9)
+
+
+def test_fid_equal_covariances_is_squared_mean_difference():
+    x = rng.normal(size=(500, 4))
+    shift = np.array([1.0, -2.0, 0.5, 0.0])
+    assert frechet_distance(stats_of(x), stats_of(x + shift)) == pytest.approx(
+        float(shift @ shift), rel=1e-6)
+
+
+def test_fid_of_a_set_with_itself_is_zero():
+    x = rng.normal(size=(300, 8))
+    assert abs(frechet_distance(stats_of(x), stats_of(x, 13))) < 1e-6
+
+
+def test_fid_matches_pytorch_fid():
+    x = rng.normal(size=(400, 10))
+    y = rng.normal(0.3, 1.5, size=(350, 10)) @ rng.normal(size=(10, 10))
+    ours = frechet_distance(stats_of(x, 64), stats_of(y, 50))
+    ref = calculate_frechet_distance(x.mean(0), np.cov(x, rowvar=False),
+                                     y.mean(0), np.cov(y, rowvar=False))
+    assert ours == pytest.approx(ref, rel=1e-8)
+
+
+# ---------------------------------------------------------------- extractor
+
+def test_resize():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert torch.equal(resize(x, 4), x)
+    assert torch.allclose(resize(x, 2)[0, 0, 0, 0], x[0, 0, :2, :2].mean())   # area
+    assert resize(x, 8).shape == (1, 1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def extractor(tiny_shards, tmp_path_factory) -> ClassifierFeatures:
+    net, _ = train_featurenet(tiny_shards, FeaturenetConfig(epochs=2, batch_size=32, lr=2e-3,
+                                                            features=32), "cpu")
+    path = tmp_path_factory.mktemp("fn") / "featurenet.pt"
+    save_featurenet(net, path)
+    return ClassifierFeatures.from_file(path)
+
+
+def test_extractor_interface(extractor):
+    assert extractor.name == "classifier" and extractor.dim == 32
+    assert len(extractor.sha256) == 64
+    assert extractor(torch.zeros(3, 1, 16, 16)).shape == (3, 32)   # resized up to 32
+    with pytest.raises(ValueError, match="channel"):
+        extractor(torch.zeros(2, 3, 32, 32))
+
+
+# ---------------------------------------------------------------- evaluate_model with doubles
+
+class Double(torch.nn.Module):
+    """The model interface (latent, resolution, channels, generate, reconstruct, encode) with
+    behaviour chosen per test: `generate` replays `bank` in order, or returns uniform noise from
+    the global RNG ("noise"), or a fixed random function of z ("z")."""
+
+    def __init__(self, resolution: int, bank=None, gen="noise", rec="identity"):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))   # device lookup only
+        self.latent, self.resolution, self.channels = 8, resolution, 1
+        self.bank, self.gen, self.rec, self.cursor = bank, gen, rec, 0
+        self.proj = torch.randn(8, resolution * resolution,
+                                generator=torch.Generator().manual_seed(1))
+
+    def generate(self, z):
+        if self.bank is None and self.gen == "noise":  # global RNG: evaluate_model must seed it
+            return torch.rand(len(z), 1, self.resolution, self.resolution) * 2 - 1
+        if self.bank is None:
+            return torch.tanh(z @ self.proj).view(len(z), 1, self.resolution, self.resolution)
+        out = self.bank[self.cursor:self.cursor + len(z)]
+        self.cursor += len(z)
+        return out
+
+    def reconstruct(self, x):
+        return x.clone() if self.rec == "identity" else torch.zeros_like(x)
+
+    def encode(self, x):
+        return torch.zeros(len(x), self.latent)
+
+
+def load_test_split(shards, resolution) -> torch.Tensor:
+    return torch.cat([x for x, _ in eval_batches(shards, "test", resolution, 1000)])
+
+
+KEYS = {"fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse"}
+
+
+@pytest.mark.parametrize("resolution", [32, 16])
+def test_perfect_model(extractor, tiny_shards, resolution):
+    n_test = read_manifest(tiny_shards)["counts"]["test"]
+    model = Double(resolution, bank=load_test_split(tiny_shards, resolution))
+    cfg = EvaluateConfig(num_images=n_test, batch_size=128)
+    m = evaluate_model(model, extractor, tiny_shards, cfg)
+    assert set(m) == KEYS and all(isinstance(v, float) for v in m.values())
+    assert m["mse"] == 0.0
+    assert abs(m["rec_fid_classifier"]) < 1e-6   # reconstructions are the test set
+    assert abs(m["fid_classifier"]) < 1e-6       # samples are the test set
+    assert m["fid_floor_classifier"] > 1e-3      # other real images: a finite floor
+
+
+def test_noise_model(extractor, tiny_shards):
+    x = load_test_split(tiny_shards, 32)
+    cfg = EvaluateConfig(num_images=200, batch_size=64, seed=5)
+    m = evaluate_model(Double(32, rec="zeros"), extractor, tiny_shards, cfg)
+    assert m["fid_classifier"] > 10 * m["fid_floor_classifier"]
+    assert m["rec_fid_classifier"] > 10 * m["fid_floor_classifier"]
+    # Reconstructing zeros: the error is the mean square of the first 200 test images.
+    assert m["mse"] == pytest.approx(x[:200].double().pow(2).mean().item(), rel=1e-9)
+    again = evaluate_model(Double(32), extractor, tiny_shards, cfg, ["fid"])
+    assert again == {"fid_classifier": m["fid_classifier"]}   # the model's own noise is seeded
+
+
+def test_samples_do_not_depend_on_batch_size(extractor, tiny_shards):
+    def fid(batch_size, seed=0):
+        return evaluate_model(Double(32, gen="z"), extractor, tiny_shards,
+                              EvaluateConfig(num_images=100, batch_size=batch_size, seed=seed),
+                              ["fid"])["fid_classifier"]
+    # Same samples; only float32 rounding inside the extractor depends on the batch shape.
+    assert fid(64) == pytest.approx(fid(30), rel=1e-6)
+    assert fid(64) != fid(64, seed=1)
+
+
+def test_registry_and_provenance(extractor, tiny_shards):
+    assert {"fid", "rec_fid", "fid_floor", "mse"} <= set(metric_names())
+    with pytest.raises(ValueError):
+        register("fid")(lambda ev: {})
+    with pytest.raises(ValueError, match="unknown"):
+        evaluate_model(Double(32), extractor, tiny_shards, EvaluateConfig(), ["nope"])
+    assert provenance(extractor) == {"features": "classifier",
+                                     "featurenet_sha256": extractor.sha256}

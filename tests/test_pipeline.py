@@ -1,0 +1,133 @@
+"""End to end: the real `dvc repro` and `dvc exp run` in a temporary git repository, on real
+Fashion-MNIST, with tiny params; then the outputs and the MLflow store are read back."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TINY = {
+    "data": {"limit": 400, "shard_size": 200},
+    "featurenet": {"epochs": 4, "batch_size": 32, "features": 32},
+    "model": {"latent": 16, "mapping_layers": 2, "hidden": 64},
+    "train": {"kimg": 1.0, "batch_size": 32, "tick_kimg": 0.25, "ema_kimg": 0.5},
+    "evaluate": {"num_images": 200, "batch_size": 100},
+    "figures": {"samples": 16, "pairs": 2},
+}
+
+pytestmark = pytest.mark.slow
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    for k, v in new.items():
+        base[k] = deep_update(base.get(k, {}), v) if isinstance(v, dict) else v
+    return base
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, fashion_mnist) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline")
+    for name in ("alae", "stages"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q", "-b", "main"], repo)
+    run(["git", "config", "user.email", "test@example.com"], repo)
+    run(["git", "config", "user.name", "test"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["dvc", "config", "core.analytics", "false"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "pipeline"], repo)
+    run(["dvc", "repro"], repo)
+    return repo
+
+
+def mlflow_client(repo: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def runs(repo: Path):
+    client = mlflow_client(repo)
+    exp = client.get_experiment_by_name("alae")
+    return client, client.search_runs([exp.experiment_id])
+
+
+def test_repro_writes_metrics_figures_and_model(repo):
+    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    for key in ("fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse"):
+        assert isinstance(metrics[key], float) and metrics[key] >= 0, key
+    featurenet = json.loads((repo / "metrics/featurenet.json").read_text())
+    assert 0.3 < featurenet["accuracy"] <= 1.0  # 4 short epochs on 400 images: well above chance (0.1)
+    for name in ("samples.png", "reconstructions.png"):
+        assert (repo / "figures" / name).stat().st_size > 1000
+    rows = (repo / "plots/train.csv").read_text().splitlines()
+    assert rows[0].split(",") == ["kimg", "loss_d", "loss_g", "lae", "img_per_s"]
+    assert len(rows) == 1 + 4  # 1 kimg in ticks of 0.25 kimg
+
+
+def test_one_mlflow_run_with_params_tick_metrics_and_artifacts(repo):
+    client, found = runs(repo)
+    assert len(found) == 1
+    run = found[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["lr"] == "0.002"
+    assert run.data.params["train.batch_size"] == "32"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")]
+    assert steps == [256, 512, 768, 1024]  # one value per tick, at the images-seen step
+    for key in ("fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse", "img_per_s"):
+        assert key in run.data.metrics
+    assert run.data.tags["alae.run_key"] and run.data.tags["git.commit"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"params.yaml", "figures", "model"} <= artifacts
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert figures == {"figures/samples.png", "figures/reconstructions.png"}
+    # artifacts land beside the store at the repo root, not in ./mlruns of some stage's cwd
+    assert (repo / "mlartifacts").is_dir() and not (repo / "mlruns").exists()
+
+
+def test_second_repro_runs_nothing(repo):
+    out = run(["dvc", "repro"], repo)
+    assert "Running stage" not in out.stdout
+    assert run(["dvc", "status"], repo).stdout.strip().endswith("up to date.")
+
+
+def test_exp_run_with_two_learning_rates_gives_two_runs(repo):
+    for lr in ("0.001", "0.003"):
+        run(["dvc", "exp", "run", "-S", f"lr={lr}"], repo)
+    client, found = runs(repo)
+    by_lr = {r.data.params["lr"]: r for r in found}
+    assert set(by_lr) == {"0.002", "0.001", "0.003"}
+    names = {by_lr[lr].data.tags.get("dvc.exp_name") for lr in ("0.001", "0.003")}
+    assert None not in names and len(names) == 2
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    listed = {}
+    for exp in exps:
+        for rev in exp["revs"]:
+            data = rev["data"]
+            listed[data["params"]["params.yaml"]["data"]["lr"]] = data["metrics"]["metrics/eval.json"]["data"]
+    assert {0.001, 0.003} <= set(listed)
+    for lr in (0.001, 0.003):
+        assert "fid_classifier" in listed[lr]
+        fid = listed[lr]["fid_classifier"]
+        assert fid == pytest.approx(by_lr[str(lr)].data.metrics["fid_classifier"])
