@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from alae.config import FeaturenetConfig
 from alae.data import eval_batches, read_manifest, train_batches
 from alae.errors import CheckpointError, DataError
 from alae.io import atomic_open
+from alae.progress import progress_bar
 
 FORMAT = "alae-featurenet"
 VERSION = 1
@@ -91,9 +90,9 @@ def _load_train(shards_dir, manifest: dict) -> tuple[torch.Tensor, torch.Tensor]
     """The whole train split at the stored resolution: uint8 images (N, C, R, R) and labels."""
     res = int(manifest["resolution"])
     xs, ys = [], []
-    for x, y in tqdm(eval_batches(shards_dir, "train", res, 1000), desc="featurenet: load train",
-                     total=-(-int(manifest["counts"]["train"]) // 1000), file=sys.stderr,
-                     unit="batch"):
+    for x, y in progress_bar(eval_batches(shards_dir, "train", res, 1000),
+                             desc="featurenet: load train", unit="batch",
+                             total=-(-int(manifest["counts"]["train"]) // 1000)):
         # Exact: the loader maps 8-bit pixels to u / 127.5 - 1 at the stored resolution.
         xs.append(x.add(1).mul(127.5).round().to(torch.uint8))
         ys.append(y)
@@ -139,7 +138,7 @@ def train_featurenet(shards_dir: str | Path, cfg: FeaturenetConfig,
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     steps = cfg.epochs * -(-n_train // cfg.batch_size)
     batches = _train_stream(shards_dir, manifest, cfg)
-    bar = tqdm(range(steps), desc="featurenet: train", file=sys.stderr, unit="step")
+    bar = progress_bar(range(steps), desc="featurenet: train", unit="step")
     for step in bar:
         x, y = next(batches)
         loss = F.cross_entropy(net(x.to(device)), y.to(device))
@@ -161,8 +160,8 @@ def accuracy(net: Featurenet, shards_dir: str | Path, split: str = "test",
     was_training = net.training
     net.eval()
     correct = total = 0
-    for x, y in tqdm(eval_batches(shards_dir, split, net.resolution, batch_size),
-                     desc=f"featurenet: {split} accuracy", file=sys.stderr, unit="batch"):
+    for x, y in progress_bar(eval_batches(shards_dir, split, net.resolution, batch_size),
+                             desc=f"featurenet: {split} accuracy", unit="batch"):
         if y is None:
             raise DataError(f"{shards_dir}: the dataset {NO_LABELS}")
         correct += (net(x.to(device)).argmax(1).cpu() == y).sum().item()

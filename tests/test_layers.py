@@ -1,5 +1,4 @@
 """Equalized learning-rate layers and the assembled MLP ALAE."""
-import math
 
 import pytest
 import torch

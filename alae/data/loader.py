@@ -7,6 +7,7 @@ in stored order. Lower resolutions than the stored one come from area averaging 
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 import tarfile
@@ -38,13 +39,29 @@ def shard_paths(shards_dir: str | Path, manifest: dict, split: str) -> list[Path
     return paths
 
 
-def raw_samples(paths: Iterable[Path]) -> Iterator[dict]:
+def raw_samples(paths: Iterable[Path], manifest: Optional[dict] = None) -> Iterator[dict]:
     """Undecoded samples ({"__key__", "png", "cls"?}) from tar shards, in file order."""
     for path in paths:
         try:
             yield from wds.tarfile_to_samples()(iter([{"url": str(path)}]))
         except (tarfile.TarError, OSError, ValueError) as e:
-            raise DataError(f"{path}: unreadable shard ({e.args[0] if e.args else e})") from None
+            raise DataError(f"{path}: unreadable shard ({e.args[0] if e.args else e})"
+                            f"{_changed(path, manifest)}") from None
+
+
+def _changed(path: Path, manifest: Optional[dict]) -> str:
+    """Whether a faulty shard still has the sha256 the manifest recorded when it was written."""
+    expected = {e["name"]: e["sha256"] for split in (manifest or {}).get("shards", {}).values()
+                for e in split}.get(Path(path).name)
+    if expected is None:
+        return ""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() == expected:
+        return "; the file is unchanged since it was written: re-run the shard stage"
+    return "; the file changed since it was written (sha256 differs from manifest.json)"
 
 
 def decode_png(data: bytes) -> Image.Image:
@@ -70,12 +87,18 @@ class _Decoder:
         self.labelled = manifest["label_names"] is not None
         self.factor = _check_resolution(resolution, self.stored, shards_dir)
         self.mode = "L" if self.channels == 1 else "RGB"
+        self.manifest = manifest
 
     def __call__(self, samples: list[dict]) -> Batch:
         shape = (len(samples), self.stored, self.stored) + ((3,) if self.channels == 3 else ())
         pixels = np.empty(shape, dtype=np.uint8)
         for i, sample in enumerate(samples):
-            img = decode_png(sample["png"])
+            try:
+                img = decode_png(sample["png"])
+            except (OSError, KeyError, SyntaxError, ValueError) as e:  # Pillow's decode errors
+                url = sample.get("__url__", "?")
+                raise DataError(f"{url}: sample {sample.get('__key__')} does not decode as PNG "
+                                f"({type(e).__name__}){_changed(Path(url), self.manifest)}") from None
             if img.mode != self.mode:
                 img = img.convert(self.mode)
             if img.size != (self.stored, self.stored):
@@ -134,11 +157,11 @@ def train_batches(shards_dir: str | Path, resolution: int, batch_size: int, seed
             order = list(paths)
             order_rng.shuffle(order)
             if world_size == 1:
-                yield from raw_samples(order)
+                yield from raw_samples(order, manifest)
             elif len(order) >= world_size:
-                yield from raw_samples(order[rank::world_size])
+                yield from raw_samples(order[rank::world_size], manifest)
             else:
-                yield from islice(raw_samples(order), rank, None, world_size)
+                yield from islice(raw_samples(order, manifest), rank, None, world_size)
 
     bufsize = max(1, shuffle_buffer)
     shuffled = wds.shuffle(bufsize=bufsize, initial=min(bufsize, 1000), rng=sample_rng)(endless())
@@ -152,4 +175,4 @@ def eval_batches(shards_dir: str | Path, split: str, resolution: int, batch_size
     paths = shard_paths(shards_dir, manifest, split)
     decode = _Decoder(shards_dir, manifest, resolution)
     _check_batch_size(batch_size)
-    return _batches(islice(raw_samples(paths), limit), decode, batch_size)
+    return _batches(islice(raw_samples(paths, manifest), limit), decode, batch_size)

@@ -15,17 +15,16 @@ import io
 import json
 import os
 import shutil
-import sys
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import webdataset as wds
-from tqdm import tqdm
 
 from alae.config import DataConfig
 from alae.data.sources import SPLITS, open_source
 from alae.errors import DataError
+from alae.progress import progress_bar
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -55,8 +54,7 @@ def _write_split(source, split: str, tmp: Path, cfg: DataConfig) -> list[dict]:
         total = min(total, cfg.limit)
     counts: list[int] = []
     pattern = str(tmp / f"{split}-%06d.tar")
-    bar = tqdm(total=total, desc=f"shard {split}", unit="img", file=sys.stderr,
-               disable=None, mininterval=1.0)
+    bar = progress_bar(total=total, desc=f"shard {split}")
     # A fixed mtime makes the tars byte-reproducible: same input, same sha256, so DVC sees no
     # change when the stage re-runs.
     with wds.ShardWriter(pattern, maxcount=cfg.shard_size, verbose=0, mtime=_MTIME) as sink:

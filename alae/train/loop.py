@@ -76,7 +76,7 @@ def train(params: Params, shards_dir: str | Path, report: Optional[Report] = Non
     sums, steps = torch.zeros(3, device=device), 0
     start = tick_start = time.perf_counter()
     tick_nimg = 0
-    bar = progress_bar(total, "train", enabled=progress)
+    bar = progress_bar(total=total, desc="train", enabled=progress)
     with bar:
         while nimg < total:
             real, _ = next(batches)

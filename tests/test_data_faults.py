@@ -1,0 +1,55 @@
+"""Faulty shards stop the loader with one line naming the shard and the sample."""
+import io
+import shutil
+import tarfile
+
+import pytest
+
+from alae.data import eval_batches, train_batches
+from alae.errors import DataError
+
+
+@pytest.fixture
+def shards(tiny_shards, tmp_path):
+    out = tmp_path / "shards"
+    shutil.copytree(tiny_shards, out)
+    return out
+
+
+def test_truncated_shard_names_the_file_and_says_it_changed(shards):
+    shard = shards / "test-000000.tar"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2 + 100])
+    with pytest.raises(DataError) as err:
+        for _ in eval_batches(shards, "test", 32, 64):
+            pass
+    message = str(err.value)
+    assert str(shard) in message and "changed since it was written" in message
+    assert "\n" not in message
+
+
+def test_undecodable_sample_names_shard_and_key(shards):
+    shard = shards / "train-000000.tar"
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w") as tar:
+        for i, (member, payload) in enumerate(members):
+            if member.name.endswith(".png") and i > 10:
+                bad_key, payload = member.name[:-4], b"\x89PNG not really"
+                member.size = len(payload)
+                tar.addfile(member, io.BytesIO(payload))
+                tar.addfile(*_rest(members[i + 1:]))
+                break
+            tar.addfile(member, io.BytesIO(payload))
+    with pytest.raises(DataError) as err:
+        batches = train_batches(shards, 32, 16, seed=0, shuffle_buffer=1)
+        for _ in range(100):
+            next(batches)
+    message = str(err.value)
+    assert str(shard) in message and f"sample {bad_key} does not decode" in message
+    assert "sha256 differs" in message
+
+
+def _rest(members):
+    member, payload = members[0]  # the .cls of the damaged sample keeps the tar well-formed
+    return member, io.BytesIO(payload)

@@ -1,0 +1,86 @@
+"""The real MLflow UI, opened in headless Chromium, compares two pipeline runs.
+
+Skips, saying why, where Debian's chromium is not installed (`.ci/run` installs it)."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from alae.config import parse_params
+from alae.tracking import pipeline_run
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
+                                 "(apt-get install chromium; .ci/run does it)")]
+
+RUNS = {0.001: 12.5, 0.003: 34.25}  # lr -> fid_classifier
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ui(tmp_path, monkeypatch):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    run_ids = []
+    for lr, fid in RUNS.items():
+        with pipeline_run(parse_params({"lr": lr}), "evaluate") as run:
+            run.log_metrics({"fid_classifier": fid})
+            run_ids.append(run.run_id)
+    port = free_port()
+    log = open(tmp_path / "ui.log", "w")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui",
+                               "--backend-store-uri", store, "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(base + "/health", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail(f"mlflow ui did not start: {(tmp_path / 'ui.log').read_text()}")
+                time.sleep(0.5)
+        yield base, run_ids
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--virtual-time-budget=15000", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_compare_view_shows_both_runs(ui, tmp_path):
+    base, run_ids = ui
+    from mlflow.tracking import MlflowClient
+
+    exp_id = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_experiment_by_name("alae").experiment_id
+    query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([exp_id])})
+    url = f"{base}/#/compare-runs?{query}"
+    dom = chromium("--dump-dom", url, profile=tmp_path / "profile-dom").stdout
+    for lr, fid in RUNS.items():
+        assert str(lr) in dom, f"lr {lr} not on the comparison page"
+        assert str(fid) in dom, f"fid_classifier {fid} not on the comparison page"
+    shot = tmp_path / "compare-runs.png"
+    chromium(f"--screenshot={shot}", "--window-size=1400,1000", url, profile=tmp_path / "profile-shot")
+    assert shot.stat().st_size > 10_000
