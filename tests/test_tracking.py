@@ -1,0 +1,80 @@
+"""MLflow: one run per pipeline configuration, its status, and a dead server failing fast."""
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from alae.config import parse_params
+from alae.tracking import KEY_TAG, pipeline_run, run_key
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri), tmp_path
+
+
+def test_same_configuration_continues_one_run_and_a_change_starts_another(store):
+    client, _ = store
+    a, b = parse_params({"lr": 0.001}), parse_params({"lr": 0.003})
+    with pipeline_run(a, "train") as run1:
+        run1.log_metrics({"loss_d": 1.0}, step=10)
+    with pipeline_run(a, "evaluate") as run2:
+        run2.log_metrics({"fid_classifier": 5.0})
+    with pipeline_run(b, "train") as run3:
+        pass
+    assert run1.run_id == run2.run_id != run3.run_id
+    assert run_key(a) != run_key(b) and run_key(a) == run_key(parse_params({"lr": 0.001}))
+    run = client.get_run(run1.run_id)
+    assert run.data.tags[KEY_TAG] == run_key(a)
+    assert run.data.params["lr"] == "0.001" and "train.kimg" in run.data.params
+    assert run.data.metrics == {"loss_d": 1.0, "fid_classifier": 5.0}
+    assert run.info.status == "FINISHED"
+
+
+def test_failed_stage_marks_the_run_and_the_next_success_clears_it(store):
+    client, _ = store
+    params = parse_params({"seed": 3})
+    with pytest.raises(RuntimeError):
+        with pipeline_run(params, "train") as run:
+            raise RuntimeError("boom")
+    failed = client.get_run(run.run_id)
+    assert failed.info.status == "FAILED" and failed.data.tags["alae.error"] == "train: boom"
+    with pipeline_run(params, "train"):
+        pass
+    ok = client.get_run(run.run_id)
+    assert ok.info.status == "FINISHED" and ok.data.tags["alae.error"] == ""
+
+
+def test_artifacts_live_beside_the_sqlite_store(store, tmp_path):
+    _, folder = store
+    (tmp_path / "note.txt").write_text("hi")
+    with pipeline_run(parse_params({}), "figures") as run:
+        run.log_artifact(tmp_path / "note.txt")
+    assert list((folder / "mlartifacts").rglob("note.txt"))
+
+
+def test_unreachable_server_fails_within_seconds_naming_the_uri(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    (tmp_path / "params.yaml").write_text("data: {limit: 10}\n")
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, str(ROOT / "stages/shard.py"), "--params",
+                          str(tmp_path / "params.yaml"), "--out", str(tmp_path / "shards")],
+                         capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": uri})
+    assert time.monotonic() - start < 10
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: MLFLOW_TRACKING_URI {uri}: ")
+    assert not (tmp_path / "shards").exists()
