@@ -73,24 +73,47 @@ class FeaturenetConfig:
         _require("featurenet.features", self.features, self.features >= 2, ">= 2")
 
 
+# A per-level table: one value for every level, or a list indexed by level of detail
+# (4x4 first) whose last entry repeats for the levels beyond it (the reference's tables).
+IntTable = typing.Union[int, tuple[int, ...]]
+FloatTable = typing.Union[float, tuple[float, ...]]
+_TABLES = {IntTable: int, FloatTable: float}
+
+
+def table_entry(table: int | float | tuple, level: int) -> Any:
+    """The value of a per-level table at `level` (the last entry repeats)."""
+    if not isinstance(table, tuple):
+        return table
+    return table[min(level, len(table) - 1)]
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "mlp"           # mlp: the paper's MNIST experiment
-    latent: int = 50            # size of z and w
-    mapping_layers: int = 6     # layers of F
-    hidden: int = 1024          # width of the MLP encoder and generator
+    kind: str = "style"         # style: StyleALAE, progressive; mlp: the paper's MNIST MLP
+    latent: int = 64            # size of z and w
+    mapping_layers: int = 4     # layers of F
+    hidden: int = 1024          # mlp: width of the encoder and generator
+    start_channels: int = 16    # style: feature maps at the final resolution...
+    max_channels: int = 64      # ...doubling towards 4x4 up to this cap
 
     def check(self) -> None:
-        _choice("model.kind", self.kind, ("mlp",))
+        _choice("model.kind", self.kind, ("style", "mlp"))
         _require("model.latent", self.latent, self.latent >= 1, ">= 1")
         _require("model.mapping_layers", self.mapping_layers, self.mapping_layers >= 1, ">= 1")
         _require("model.hidden", self.hidden, self.hidden >= 1, ">= 1")
+        _require("model.start_channels", self.start_channels, self.start_channels >= 1, ">= 1")
+        _require("model.max_channels", self.max_channels,
+                 self.max_channels >= self.start_channels, ">= model.start_channels")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     kimg: float = 300.0          # training length in thousands of real images shown
-    batch_size: int = 128
+    batch_size: IntTable = 128   # global batch per level (4x4 first; last entry repeats)
+    lr_multiplier: FloatTable = 1.0  # per level, times the top-level lr (same table rule)
+    transition_kimg: float = 30.0    # style: each level above 4x4 blends in over this...
+    stabilize_kimg: float = 30.0     # ...then trains stable for this (4x4: both, no blend)
+    style_mixing: float = 0.9    # style: probability of mixing two w per batch
     r1_gamma: float = 10.0       # R1 weight gamma: penalty (gamma/2)*|grad|^2 on real images
     beta1: float = 0.0
     beta2: float = 0.99
@@ -102,7 +125,12 @@ class TrainConfig:
 
     def check(self) -> None:
         _require("train.kimg", self.kimg, self.kimg > 0, "> 0")
-        _require("train.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
+        _require_table("train.batch_size", self.batch_size, lambda v: v >= 1, ">= 1")
+        _require_table("train.lr_multiplier", self.lr_multiplier, lambda v: v > 0, "> 0")
+        _require("train.transition_kimg", self.transition_kimg, self.transition_kimg >= 0, ">= 0")
+        _require("train.stabilize_kimg", self.stabilize_kimg, self.stabilize_kimg >= 0, ">= 0")
+        _require("train.style_mixing", self.style_mixing, 0 <= self.style_mixing <= 1,
+                 "in [0, 1]")
         _require("train.r1_gamma", self.r1_gamma, self.r1_gamma >= 0, ">= 0")
         _require("train.beta1", self.beta1, 0 <= self.beta1 < 1, "in [0, 1)")
         _require("train.beta2", self.beta2, 0 <= self.beta2 < 1, "in [0, 1)")
@@ -116,15 +144,23 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    num_images: int = 10000      # generated and reconstructed images per FID
+    num_images: int = 10000      # generated and reconstructed images per FID (the paper used 50k)
     batch_size: int = 500
-    features: str = "classifier"  # feature space of FID: classifier (the featurenet)
+    features: str = "classifier"  # FID feature space: classifier (the featurenet) or inception
     seed: int = 0
+    ppl_samples: int = 2000      # PPL pairs per sampling (StyleGAN used 100k, the paper 50k)
+    probe_train: int = 10000     # train images the linear probe is fitted on
+    device: str = "auto"         # auto | cpu | cuda | cuda:N
 
     def check(self) -> None:
         _require("evaluate.num_images", self.num_images, self.num_images >= 2, ">= 2")
         _require("evaluate.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
-        _choice("evaluate.features", self.features, ("classifier",))
+        _choice("evaluate.features", self.features, ("classifier", "inception"))
+        _require("evaluate.ppl_samples", self.ppl_samples, self.ppl_samples >= 2, ">= 2")
+        _require("evaluate.probe_train", self.probe_train, self.probe_train >= 2, ">= 2")
+        _require("evaluate.device", self.device,
+                 self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+                 "auto, cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True)
@@ -133,8 +169,13 @@ class FiguresConfig:
     samples: int = 64            # images in the sample grid
     pairs: int = 4               # rows of test images (each above its reconstruction)
     columns: int = 8
+    psi: Optional[float] = 0.7   # truncation of sample grids towards the average w; null = none
+    cutoff: int = 8              # ...on this many coarse style slots (StyleGAN's convention)
 
     def check(self) -> None:
+        if self.psi is not None:
+            _require("figures.psi", self.psi, 0 <= self.psi <= 1, "in [0, 1] or null")
+        _require("figures.cutoff", self.cutoff, self.cutoff >= 1, ">= 1")
         _require("figures.samples", self.samples, self.samples >= 1, ">= 1")
         _require("figures.pairs", self.pairs, self.pairs >= 1, ">= 1")
         _require("figures.columns", self.columns, self.columns >= 1, ">= 1")
@@ -177,6 +218,12 @@ def _require(key: str, value: Any, ok: bool, what: str) -> None:
         raise ConfigError(f"{key}: {value!r} is not allowed (must be {what})")
 
 
+def _require_table(key: str, table: Any, ok: Any, what: str) -> None:
+    values = table if isinstance(table, tuple) else (table,)
+    _require(key, list(table) if isinstance(table, tuple) else table,
+             len(values) >= 1 and all(ok(v) for v in values), f"{what}, or a non-empty list of such")
+
+
 def _choice(key: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
@@ -184,6 +231,11 @@ def _choice(key: str, value: Any, choices: tuple) -> None:
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check a YAML value against a field's type; ints are accepted where floats are expected."""
+    if annotation in _TABLES:  # a scalar, or a list of them (kept as a tuple: params are frozen)
+        element = _TABLES[annotation]
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(f"{key}[{i}]", v, element) for i, v in enumerate(value))
+        return _coerce(key, value, element)
     optional = typing.get_origin(annotation) is typing.Union
     if optional:
         if value is None:

@@ -46,24 +46,100 @@ def save_png(image: Image.Image, path: str | Path) -> None:
         image.save(f, format="PNG")
 
 
+def _device(model: ALAE) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _latents(model: ALAE, n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, model.latent, generator=gen).to(_device(model))
+
+
+def _test_images(model: ALAE, shards_dir: str | Path, n: int, skip: int = 0) -> torch.Tensor:
+    batches = eval_batches(shards_dir, "test", model.resolution, n + skip, limit=n + skip)
+    return torch.cat([x for x, _ in batches])[skip:].to(_device(model))
+
+
+def _rows(images: torch.Tensor, columns: int) -> list[torch.Tensor]:
+    return [images[i:i + columns] for i in range(0, len(images), columns)]
+
+
 @torch.no_grad()
-def samples_figure(model: ALAE, cfg: FiguresConfig) -> Image.Image:
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(cfg.seed)
-    z = torch.randn(cfg.samples, model.latent, generator=gen).to(device)
-    images = model.generate(z)
-    rows = [images[i:i + cfg.columns] for i in range(0, cfg.samples, cfg.columns)]
-    return grid(rows, [f"seed {cfg.seed}" if i == 0 else "" for i in range(len(rows))])
+def samples_figure(model: ALAE, cfg: FiguresConfig, truncate: bool = True) -> Image.Image:
+    """An uncurated grid: the same fixed-seed z, with truncation (psi, cutoff) or without."""
+    psi = cfg.psi if truncate else None
+    torch.manual_seed(cfg.seed)  # the generator's per-pixel noise
+    images = model.generate(_latents(model, cfg.samples, cfg.seed), psi=psi, cutoff=cfg.cutoff)
+    rows = _rows(images, cfg.columns)
+    label = f"psi {psi}" if psi is not None else "psi 1 (none)"
+    return grid(rows, [label if i == 0 else "" for i in range(len(rows))])
 
 
 @torch.no_grad()
 def reconstructions_figure(model: ALAE, shards_dir: str | Path, cfg: FiguresConfig) -> Image.Image:
-    device = next(model.parameters()).device
-    n = cfg.pairs * cfg.columns
-    real = torch.cat([x for x, _ in eval_batches(shards_dir, "test", model.resolution, n, limit=n)])
-    rec = model.reconstruct(real.to(device))
+    real = _test_images(model, shards_dir, cfg.pairs * cfg.columns)
+    torch.manual_seed(cfg.seed)
+    rec = model.reconstruct(real)
     rows, labels = [], []
-    for i in range(0, len(real), cfg.columns):
-        rows += [real[i:i + cfg.columns], rec[i:i + cfg.columns]]
+    for x, r in zip(_rows(real, cfg.columns), _rows(rec, cfg.columns)):
+        rows += [x, r]
         labels += ["test x", "G(E(x))"]
+    return grid(rows, labels)
+
+
+@torch.no_grad()
+def interpolation_figure(model: ALAE, shards_dir: str | Path, cfg: FiguresConfig) -> Image.Image:
+    """Pairs of real test images; their codes E(x) linearly interpolated in W and decoded. The
+    end columns are the two reconstructions; the real images frame each row."""
+    steps = cfg.columns
+    real = _test_images(model, shards_dir, 2 * cfg.pairs)
+    a, b = real[0::2], real[1::2]
+    wa, wb = model.encode(a), model.encode(b)
+    t = torch.linspace(0, 1, steps, device=real.device)
+    rows, labels = [], []
+    for i in range(cfg.pairs):
+        w = torch.lerp(wa[i:i + 1].expand(steps, -1), wb[i:i + 1].expand(steps, -1), t[:, None])
+        torch.manual_seed(cfg.seed)
+        rows.append(torch.cat([a[i:i + 1], model.decode(w), b[i:i + 1]]))
+        labels.append("x_a ... x_b" if i == 0 else "")
+    return grid(rows, labels)
+
+
+STYLE_BLOCKS = ("coarse", "middle", "fine")
+
+
+def style_ranges(model: ALAE) -> dict[str, range]:
+    """Style slots per block, two per resolution: coarse up to 8x8, middle 16-32, fine above
+    (the paper's figure). At 32x32 there is no fine block."""
+    out: dict[str, range] = {}
+    for block, (lo, hi) in zip(STYLE_BLOCKS, ((4, 8), (16, 32), (64, 1 << 30))):
+        levels = [lod for lod in range(model.num_levels) if lo <= model.level_resolution(lod) <= hi]
+        if levels:
+            out[block] = range(2 * levels[0], 2 * levels[-1] + 2)
+    return out
+
+
+def mix_styles(model: ALAE, w_dest: torch.Tensor, w_src: torch.Tensor, slots: range) -> torch.Tensor:
+    """Per-slot styles (N, S, latent): the destination's, with the source's in `slots`."""
+    styles = w_dest[:, None].repeat(1, model.num_styles, 1)
+    styles[:, slots.start:slots.stop] = w_src[:, None]
+    return styles
+
+
+@torch.no_grad()
+def style_mixing_figure(model: ALAE, shards_dir: str | Path, cfg: FiguresConfig) -> Image.Image:
+    """Sources (encoded real test images) across the top, destinations down the side; each cell
+    is the destination with the source's coarse, middle or fine styles copied in."""
+    n = min(cfg.columns, 6)
+    sources = _test_images(model, shards_dir, n)
+    dests = _test_images(model, shards_dir, n, skip=n)
+    w_src, w_dest = model.encode(sources), model.encode(dests)
+    blank = torch.full_like(sources[:1], -1.0)
+    rows, labels = [torch.cat([blank, sources])], ["sources"]
+    for block, slots in style_ranges(model).items():
+        for j in range(len(dests)):
+            styles = mix_styles(model, w_dest[j:j + 1].expand(n, -1), w_src, slots)
+            torch.manual_seed(cfg.seed)
+            rows.append(torch.cat([dests[j:j + 1], model.decode(styles)]))
+            labels.append(f"{block}" if j == 0 else "")
     return grid(rows, labels)

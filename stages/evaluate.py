@@ -1,5 +1,10 @@
-"""DVC stage `evaluate`: FID of generations and reconstructions, the data floor and the
-reconstruction error of the EMA model, in the featurenet's feature space."""
+"""DVC stage `evaluate`: every registered metric of the EMA model (alae/metrics): FID of
+generations and of reconstructions and the data floor in the `evaluate.features` space, PPL, the
+linear probe of E(x) beside the same probe on pixels, and the reconstruction error.
+
+The test split's statistics come from the refstats stage's file (`--refstats`) when it was made
+for this space, featurenet, data and the model's resolution; otherwise they are computed here.
+"""
 import sys
 from pathlib import Path
 
@@ -10,30 +15,59 @@ import click  # noqa: E402
 
 from alae.checkpoint import load_model  # noqa: E402
 from alae.config import load_params  # noqa: E402
-from alae.errors import exits_cleanly  # noqa: E402
+from alae.errors import CheckpointError, exits_cleanly  # noqa: E402
 from alae.io import write_json  # noqa: E402
-from alae.metrics import evaluate_model, provenance  # noqa: E402
-from alae.metrics.features import ClassifierFeatures  # noqa: E402
+from alae.metrics import evaluate_model, note, provenance  # noqa: E402
+from alae.metrics.features import (ClassifierFeatures, load_extractor,  # noqa: E402
+                                   resolve_device)
+from alae.metrics.ppl import choose_distance  # noqa: E402
+from alae.metrics.refstats import load_reference  # noqa: E402
 from alae.tracking import pipeline_run  # noqa: E402
+
+
+def ppl_classifier(extractor, featurenet: str, device):
+    """The featurenet for PPL's fallback distance: the FID extractor itself in classifier space;
+    in Inception space the featurenet file when the dataset had labels to train it, else None."""
+    if extractor.name == "classifier":
+        return extractor
+    try:
+        return ClassifierFeatures.from_file(featurenet, device)
+    except CheckpointError:
+        return None
 
 
 @click.command()
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
 @click.option("--model", "model_path", default="models/alae.pt", show_default=True)
 @click.option("--featurenet", default="models/featurenet.pt", show_default=True)
+@click.option("--refstats", default=None, help="test-split statistics from the refstats stage")
 @click.option("--shards", default="data/shards", show_default=True)
 @click.option("--out", default="metrics/eval.json", show_default=True)
 @exits_cleanly
-def main(params_path: str, model_path: str, featurenet: str, shards: str, out: str) -> None:
+def main(params_path: str, model_path: str, featurenet: str, refstats: str, shards: str,
+         out: str) -> None:
     params = load_params(params_path)
-    model, _, meta = load_model(model_path)
-    extractor = ClassifierFeatures.from_file(featurenet)
+    cfg = params.evaluate
+    device = resolve_device(cfg.device)
+    model, _, meta = load_model(model_path, device)
+    extractor = load_extractor(cfg.features, featurenet, device)
+    reference = None
+    if refstats:
+        reference = load_reference(refstats, extractor, shards, int(model.resolution))
+        if reference is None:
+            note(f"{refstats} is at another resolution than the model's "
+                 f"{model.resolution}; computing the reference here")
+    distance = choose_distance(ppl_classifier(extractor, featurenet, device), device)
+    if distance is not None and distance.name != "lpips":
+        note("PPL uses the classifier feature distance (LPIPS-VGG weights not available): "
+             "ppl_*_classifier")
     with pipeline_run(params, "evaluate") as run:
-        metrics = evaluate_model(model, extractor, shards, params.evaluate)
+        metrics = evaluate_model(model, extractor, shards, cfg, reference=reference,
+                                 ppl_distance=distance)
         write_json(out, metrics)
         run.log_metrics(metrics)
         # Every classifier-space number is tied to the exact featurenet file it came from.
-        run.set_tags({f"alae.{k}": v for k, v in provenance(extractor).items()})
+        run.set_tags({f"alae.{k}": v for k, v in provenance(extractor, distance).items()})
         if meta.get("run_key") != run.key:
             run.set_tags({"alae.trained_by": meta.get("run_id", "unknown")})
     click.echo("evaluate: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))

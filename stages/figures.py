@@ -1,7 +1,9 @@
-"""DVC stage `figures`: sample grid and reconstructions from the EMA model."""
+"""DVC stage `figures`: samples (with and without truncation), reconstructions, interpolations
+and, for the StyleALAE, style mixing, all from the EMA networks with fixed seeds."""
 import sys
 from pathlib import Path
 
+# This checkout's `alae`, even under `dvc exp run --temp` where an installed copy would be stale.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import click  # noqa: E402
@@ -9,7 +11,8 @@ import click  # noqa: E402
 from alae.checkpoint import load_model  # noqa: E402
 from alae.config import load_params  # noqa: E402
 from alae.errors import exits_cleanly  # noqa: E402
-from alae.figures import reconstructions_figure, samples_figure, save_png  # noqa: E402
+from alae.figures import (interpolation_figure, reconstructions_figure, samples_figure,  # noqa: E402
+                          save_png, style_mixing_figure)
 from alae.tracking import pipeline_run  # noqa: E402
 
 
@@ -21,13 +24,23 @@ from alae.tracking import pipeline_run  # noqa: E402
 @exits_cleanly
 def main(params_path: str, model_path: str, shards: str, out: str) -> None:
     params = load_params(params_path)
+    cfg = params.figures
     model, _, meta = load_model(model_path)
     out_dir = Path(out)
     with pipeline_run(params, "figures") as run:
         figures = {
-            "samples.png": samples_figure(model, params.figures),
-            "reconstructions.png": reconstructions_figure(model, shards, params.figures),
+            "samples.png": samples_figure(model, cfg, truncate=True),
+            "samples_untruncated.png": samples_figure(model, cfg, truncate=False),
+            "reconstructions.png": reconstructions_figure(model, shards, cfg),
+            "interpolation.png": interpolation_figure(model, shards, cfg),
         }
+        if model.progressive:
+            figures["style_mixing.png"] = style_mixing_figure(model, shards, cfg)
+        else:
+            click.echo("figures: style_mixing.png does not apply to model.kind "
+                       f"{params.model.kind!r} (one w for the whole image); not written")
+        for stale in set(p.name for p in out_dir.glob("*.png")) - set(figures):
+            (out_dir / stale).unlink()  # a figure of another model kind must not linger
         for name, image in figures.items():
             save_png(image, out_dir / name)
             run.log_artifact(out_dir / name, "figures")

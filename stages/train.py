@@ -1,5 +1,8 @@
-"""DVC stage `train`: the three-step ALAE training; writes the EMA model and the per-tick table."""
+"""DVC stage `train`: the three-step ALAE training (progressive for the StyleALAE); writes the
+model file (EMA networks + training state) and the per-tick table, and logs to MLflow per tick
+the losses, img/s and the growing schedule, and a fixed-seed sample grid per level of detail."""
 import sys
+import tempfile
 from pathlib import Path
 
 # This checkout's `alae`, even under `dvc exp run --temp` where an installed copy would be stale.
@@ -8,14 +11,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import click  # noqa: E402
 
 from alae.checkpoint import save_model  # noqa: E402
-from alae.config import ConfigError, load_params  # noqa: E402
+from alae.config import load_params  # noqa: E402
 from alae.data import read_manifest  # noqa: E402
+from alae.data.fit import check_fits_shards  # noqa: E402
 from alae.errors import exits_cleanly  # noqa: E402
+from alae.figures import grid, save_png  # noqa: E402
 from alae.io import write_csv  # noqa: E402
 from alae.tracking import pipeline_run  # noqa: E402
 from alae.train.loop import train  # noqa: E402
 
-TICK_METRICS = ("loss_d", "loss_g", "lae", "img_per_s")
+TICK_METRICS = ("loss_d", "loss_g", "lae", "img_per_s", "lod", "alpha", "resolution", "batch_size")
+GRID_COLUMNS = 8
 
 
 @click.command()
@@ -26,14 +32,17 @@ TICK_METRICS = ("loss_d", "loss_g", "lae", "img_per_s")
 @exits_cleanly
 def main(params_path: str, shards: str, out: str, plots: str) -> None:
     params = load_params(params_path)
-    manifest = read_manifest(shards)
-    if manifest["channels"] != params.data.channels:
-        raise ConfigError(f"data.channels: {params.data.channels} does not match the "
-                          f"{manifest['channels']}-channel shards in {shards}")
-    with pipeline_run(params, "train") as run:
-        result = train(params, shards, report=lambda nimg, row: run.log_metrics(
+    check_fits_shards(params, read_manifest(shards), shards)  # before any work
+    with pipeline_run(params, "train") as run, tempfile.TemporaryDirectory() as tmp:
+        def snapshot(nimg: int, lod: int, images) -> None:
+            rows = [images[i:i + GRID_COLUMNS] for i in range(0, len(images), GRID_COLUMNS)]
+            path = Path(tmp) / f"lod{lod}.png"
+            save_png(grid(rows, [f"lod {lod}"] + [""] * (len(rows) - 1)), path)
+            run.log_artifact(path, "samples")
+
+        result = train(params, shards, snapshot=snapshot, report=lambda nimg, row: run.log_metrics(
             {k: row[k] for k in TICK_METRICS}, step=nimg))
-        save_model(out, result.ema, params, meta={
+        save_model(out, result.ema, params, training=result.state(), meta={
             "run_id": run.run_id, "run_key": run.key, "images_seen": result.images_seen})
         write_csv(plots, result.history)
         run.log_metrics({"train_seconds": result.seconds,

@@ -49,3 +49,80 @@ def test_mlp_alae_shapes():
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params == sum(p.numel() for p in model.generator_parameters()) + sum(
         p.numel() for p in model.discriminator_parameters())
+
+
+# --- StyleALAE layers ----------------------------------------------------------------------------
+from alae.nn.layers import (AdaIN, Blur, EqualConv2d, NoiseInjection, channel_stats,  # noqa: E402
+                            instance_norm)
+from alae.nn.style import block_channels  # noqa: E402
+
+
+@pytest.mark.parametrize("channels, kernel", [(16, 3), (64, 1), (8, 3)])
+def test_equal_conv_keeps_unit_variance_with_linear_gain(channels, kernel):
+    torch.manual_seed(0)
+    conv = EqualConv2d(channels, 256, kernel, gain=1.0)
+    y = conv(torch.randn(64, channels, 16, 16))[..., 1:-1, 1:-1]  # away from the zero padding
+    assert y.var().item() == pytest.approx(1.0, rel=0.05)
+
+
+def test_equal_conv_lr_multiplier_same_function_slower_parameter():
+    torch.manual_seed(0)
+    slow = EqualConv2d(4, 4, 3, lr_mul=0.1)
+    torch.manual_seed(0)
+    fast = EqualConv2d(4, 4, 3)
+    x = torch.randn(2, 4, 8, 8)
+    assert torch.allclose(slow(x), fast(x), atol=1e-5)
+    slow(x).sum().backward()
+    fast(x).sum().backward()
+    assert (slow.weight.grad.abs().mean() / fast.weight.grad.abs().mean()).item() == pytest.approx(0.1, rel=1e-4)
+
+
+def test_blur_is_the_normalised_121_filter():
+    blur = Blur()
+    assert torch.allclose(blur.kernel.sum(), torch.tensor(1.0))
+    impulse = torch.zeros(1, 2, 5, 5)
+    impulse[:, :, 2, 2] = 16
+    out = blur(impulse)
+    assert torch.equal(out[0, 1, 1:4, 1:4], torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]]))
+    flat = torch.full((1, 3, 6, 6), 0.5)
+    assert torch.allclose(blur(flat)[..., 1:-1, 1:-1], flat[..., 1:-1, 1:-1])  # constants pass
+
+
+def test_noise_injection_starts_silent_and_is_per_pixel_shared_across_channels():
+    noise = NoiseInjection(3)
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(noise(x), x)  # weight initialised to 0
+    with torch.no_grad():
+        noise.weight.copy_(torch.tensor([1.0, 2.0, 0.0]))
+    torch.manual_seed(0)
+    added = noise(x) - x
+    assert torch.allclose(added[:, 1], 2 * added[:, 0]) and torch.equal(added[:, 2], torch.zeros(2, 4, 4))
+    assert torch.equal(noise(x, noise=False), x)
+
+
+def test_instance_norm_and_statistics():
+    x = torch.randn(3, 5, 8, 8) * 4 + 2
+    y = instance_norm(x)
+    assert torch.allclose(y.mean((2, 3)), torch.zeros(3, 5), atol=1e-5)
+    assert torch.allclose(y.var((2, 3), unbiased=False), torch.ones(3, 5), atol=1e-4)
+    stats = channel_stats(x)
+    assert stats.shape == (3, 10)
+    assert torch.allclose(stats[:, :5], x.mean((2, 3)), atol=1e-5)
+    assert torch.allclose(stats[:, 5:], x.std((2, 3), unbiased=False), atol=1e-4)
+
+
+def test_adain_scales_by_one_plus_gamma_and_shifts_by_beta():
+    adain = AdaIN(latent=6, channels=4)
+    x, w = torch.randn(2, 4, 3, 3), torch.randn(2, 6)
+    with torch.no_grad():
+        adain.style.weight.zero_()
+    assert torch.equal(adain(x, w), x)  # gamma = beta = 0 (zero biases): the identity
+    with torch.no_grad():
+        adain.style.bias.copy_(torch.tensor([1.0, 1, 1, 1, 5, 5, 5, 5]))  # gamma = 1, beta = 5
+    assert torch.allclose(adain(x, w), 2 * x + 5)
+
+
+def test_block_channels_follow_the_reference_rule():
+    # 32x32: four levels, start 64, cap 256 (reference MNIST): 256 256 128 64
+    assert [block_channels(i, 4, 64, 256) for i in range(4)] == [256, 256, 128, 64]
+    assert block_channels(-1, 4, 16, 512) == 256  # E's output width of the 4x4 block

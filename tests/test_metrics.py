@@ -1,5 +1,6 @@
-"""FID arithmetic against numpy and pytorch-fid, and the metric plumbing against test doubles
-whose answers are known by hand (a "model" that returns the test set, or noise)."""
+"""FID arithmetic against numpy and pytorch-fid, the metric plumbing against test doubles whose
+answers are known by hand (a "model" that returns the test set, or noise), reference statistics
+files, and `alae fid` in the classifier space."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,12 +8,22 @@ import pytest
 import torch
 from pytorch_fid.fid_score import calculate_frechet_distance
 
-from alae.config import EvaluateConfig, FeaturenetConfig
+import re
+
+from click.testing import CliRunner
+from PIL import Image
+
+from alae.cli import main as cli
+from alae.config import ConfigError, EvaluateConfig, FeaturenetConfig, ModelConfig, parse_params
 from alae.data import eval_batches, read_manifest
+from alae.errors import UserError
 from alae.featurenet import save_featurenet, train_featurenet
 from alae.metrics import evaluate_model, metric_names, provenance, register
-from alae.metrics.features import ClassifierFeatures, resize
-from alae.metrics.fid import FeatureStats, frechet_distance
+from alae.metrics import ppl as ppl_mod
+from alae.metrics.features import ClassifierFeatures, load_extractor, resize
+from alae.metrics.fid import FeatureStats, frechet_distance, load_stats, save_stats
+from alae.metrics.refstats import compute_reference, load_reference, write_reference
+from alae.nn import build_model
 
 rng = np.random.default_rng(0)
 
@@ -71,6 +82,47 @@ def test_fid_equal_covariances_is_squared_mean_difference():
 def test_fid_of_a_set_with_itself_is_zero():
     x = rng.normal(size=(300, 8))
     assert abs(frechet_distance(stats_of(x), stats_of(x, 13))) < 1e-6
+
+
+@pytest.mark.parametrize("n", [4, 64])
+def test_fid_independent_of_batch_size(n):
+    x = rng.normal(size=(300, 6)) * [1, 2, 3, 1, 1, 5]
+    y = rng.normal(0.2, 1.0, size=(200, 6))
+    whole = frechet_distance(stats_of(x), stats_of(y))
+    assert frechet_distance(stats_of(x, n), stats_of(y, n + 3)) == pytest.approx(whole, rel=1e-9)
+
+
+def test_stats_file_round_trip(tmp_path):
+    x = rng.normal(size=(50, 5))
+    s = stats_of(x)
+    save_stats(tmp_path / "s.npz", s, features="classifier", featurenet_sha256="ab" * 32)
+    back, meta = load_stats(tmp_path / "s.npz")
+    assert back.n == 50 and meta == {"features": "classifier", "featurenet_sha256": "ab" * 32}
+    np.testing.assert_array_equal(back.mean(), s.mean())
+    np.testing.assert_array_equal(back.cov(), s.cov())
+    assert frechet_distance(back, s) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError):
+        back.update(x)
+    # pytorch-fid's own files hold only mu and sigma.
+    np.savez(tmp_path / "pf.npz", mu=s.mean(), sigma=s.cov())
+    assert load_stats(tmp_path / "pf.npz")[1] == {}
+    np.savez(tmp_path / "bad.npz", m=s.mean())
+    with pytest.raises(UserError, match="no 'mu' and 'sigma'"):
+        load_stats(tmp_path / "bad.npz")
+    with pytest.raises(UserError, match="not found"):
+        load_stats(tmp_path / "missing.npz")
+
+
+def test_fid_failure_of_sqrtm_is_one_line(monkeypatch):
+    import alae.metrics.fid as fid_mod
+
+    def imaginary(*args):
+        raise ValueError("Imaginary component 0.4")
+
+    monkeypatch.setattr(fid_mod, "calculate_frechet_distance", imaginary)
+    few = stats_of(rng.normal(size=(5, 8)))
+    with pytest.raises(UserError, match="5 vectors cannot give a full-rank 8-d covariance"):
+        frechet_distance(few, few)
 
 
 def test_fid_matches_pytorch_fid():
@@ -143,7 +195,9 @@ def load_test_split(shards, resolution) -> torch.Tensor:
     return torch.cat([x for x, _ in eval_batches(shards, "test", resolution, 1000)])
 
 
+FID_METRICS = ["fid", "rec_fid", "fid_floor", "mse"]
 KEYS = {"fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse"}
+ALL_KEYS = KEYS | {"ppl_full_classifier", "ppl_end_classifier", "probe_acc", "probe_acc_pixels"}
 
 
 @pytest.mark.parametrize("resolution", [32, 16])
@@ -151,7 +205,7 @@ def test_perfect_model(extractor, tiny_shards, resolution):
     n_test = read_manifest(tiny_shards)["counts"]["test"]
     model = Double(resolution, bank=load_test_split(tiny_shards, resolution))
     cfg = EvaluateConfig(num_images=n_test, batch_size=128)
-    m = evaluate_model(model, extractor, tiny_shards, cfg)
+    m = evaluate_model(model, extractor, tiny_shards, cfg, FID_METRICS)
     assert set(m) == KEYS and all(isinstance(v, float) for v in m.values())
     assert m["mse"] == 0.0
     assert abs(m["rec_fid_classifier"]) < 1e-6   # reconstructions are the test set
@@ -162,7 +216,7 @@ def test_perfect_model(extractor, tiny_shards, resolution):
 def test_noise_model(extractor, tiny_shards):
     x = load_test_split(tiny_shards, 32)
     cfg = EvaluateConfig(num_images=200, batch_size=64, seed=5)
-    m = evaluate_model(Double(32, rec="zeros"), extractor, tiny_shards, cfg)
+    m = evaluate_model(Double(32, rec="zeros"), extractor, tiny_shards, cfg, FID_METRICS)
     assert m["fid_classifier"] > 10 * m["fid_floor_classifier"]
     assert m["rec_fid_classifier"] > 10 * m["fid_floor_classifier"]
     # Reconstructing zeros: the error is the mean square of the first 200 test images.
@@ -182,10 +236,113 @@ def test_samples_do_not_depend_on_batch_size(extractor, tiny_shards):
 
 
 def test_registry_and_provenance(extractor, tiny_shards):
-    assert {"fid", "rec_fid", "fid_floor", "mse"} <= set(metric_names())
+    assert {"fid", "rec_fid", "fid_floor", "mse", "ppl_full", "ppl_end",
+            "probe"} <= set(metric_names())
     with pytest.raises(ValueError):
         register("fid")(lambda ev: {})
     with pytest.raises(ValueError, match="unknown"):
         evaluate_model(Double(32), extractor, tiny_shards, EvaluateConfig(), ["nope"])
     assert provenance(extractor) == {"features": "classifier",
                                      "featurenet_sha256": extractor.sha256}
+
+
+def test_every_metric_on_a_tiny_mlp_alae(extractor, tiny_shards, monkeypatch):
+    monkeypatch.setattr(ppl_mod, "lpips_available", lambda: False)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="mlp", latent=8, mapping_layers=2, hidden=32), 1, 32)
+    model.eval().requires_grad_(False)
+    cfg = EvaluateConfig(num_images=100, batch_size=100, ppl_samples=40, probe_train=200)
+    m = evaluate_model(model, extractor, tiny_shards, cfg)
+    assert set(m) == ALL_KEYS and all(np.isfinite(v) for v in m.values())
+    assert 0 <= m["probe_acc"] <= 1 and 0.5 < m["probe_acc_pixels"] <= 1
+    assert m["ppl_full_classifier"] > 0 and m["ppl_end_classifier"] > 0
+
+
+def test_evaluate_config_validation():
+    assert parse_params({"evaluate": {"features": "inception"}}).evaluate.features == "inception"
+    for bad, key in [({"features": "vgg"}, "evaluate.features"),
+                     ({"ppl_samples": 1}, "evaluate.ppl_samples"),
+                     ({"probe_train": 0}, "evaluate.probe_train"),
+                     ({"device": "tpu"}, "evaluate.device")]:
+        with pytest.raises(ConfigError, match=re.escape(key)) as e:
+            parse_params({"evaluate": bad})
+        assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------- reference statistics
+
+def test_reference_file_is_reused(extractor, tiny_shards, tmp_path):
+    path = tmp_path / "refstats_classifier.npz"
+    written = write_reference(path, extractor, tiny_shards, batch_size=128)
+    assert written.n == read_manifest(tiny_shards)["counts"]["test"]
+    ref = load_reference(path, extractor, tiny_shards, 32)
+    np.testing.assert_allclose(ref.mean(), written.mean(), rtol=1e-12)
+    cfg = EvaluateConfig(num_images=100, batch_size=64)
+    model = Double(32, gen="z")
+    computed = evaluate_model(model, extractor, tiny_shards, cfg, ["fid"])
+    reused = evaluate_model(model, extractor, tiny_shards, cfg, ["fid"], reference=ref)
+    assert reused["fid_classifier"] == pytest.approx(computed["fid_classifier"], rel=1e-6)
+    # batch size: rounding only
+    again = compute_reference(extractor, tiny_shards, 32, batch_size=37)
+    np.testing.assert_allclose(again.cov(), written.cov(), rtol=1e-5, atol=1e-7)
+    # another resolution: not this file's business, the caller computes it
+    assert load_reference(path, extractor, tiny_shards, 16) is None
+
+
+def test_reference_file_from_elsewhere_is_refused(extractor, tiny_shards, tmp_path):
+    stats = stats_of(rng.normal(size=(20, extractor.dim)))
+    path = tmp_path / "r.npz"
+    save_stats(path, stats, features="classifier", resolution=32, dataset="0" * 64,
+               featurenet_sha256=extractor.sha256)
+    with pytest.raises(UserError, match="other test shards"):
+        load_reference(path, extractor, tiny_shards, 32)
+    save_stats(path, stats, features="classifier", featurenet_sha256="f" * 64)
+    with pytest.raises(UserError, match="featurenet_sha256"):
+        load_reference(path, extractor, tiny_shards, 32)
+    save_stats(path, stats, features="inception")
+    with pytest.raises(UserError, match="inception feature space"):
+        load_reference(path, extractor, tiny_shards, 32)
+
+
+# ---------------------------------------------------------------- alae fid (classifier space)
+
+@pytest.fixture(scope="module")
+def featurenet_file(extractor, tmp_path_factory):
+    path = tmp_path_factory.mktemp("fnfile") / "featurenet.pt"
+    save_featurenet(extractor.net, path)
+    return path
+
+
+def write_folder(folder, images) -> None:
+    folder.mkdir()
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+
+
+def test_alae_fid_classifier(tiny_shards, featurenet_file, tmp_path):
+    x = load_test_split(tiny_shards, 32)[:60].add(1).mul(127.5).round().byte()[:, 0].numpy()
+    write_folder(tmp_path / "a", x[:30])
+    write_folder(tmp_path / "b", x[30:])
+    runner = CliRunner()
+
+    def fid(*args):
+        out = runner.invoke(cli, ["fid", *map(str, args), "--featurenet", str(featurenet_file),
+                                  "--device", "cpu", "--batch-size", "7"])
+        assert out.exit_code == 0, out.output
+        return float(re.search(r"FID:\s+(\S+)", out.output).group(1)), out.output
+
+    same, text = fid(tmp_path / "a", tmp_path / "a")
+    assert abs(same) < 1e-6 and "classifier features, featurenet sha256" in text
+    ab, _ = fid(tmp_path / "a", tmp_path / "b")
+    assert ab > 1e-3
+    # The same numbers as the library on the same pixels.
+    ex = load_extractor("classifier", featurenet_file)
+    lib = frechet_distance(stats_of(ex(torch.from_numpy(x[:30, None]).float() / 127.5 - 1)),
+                           stats_of(ex(torch.from_numpy(x[30:, None]).float() / 127.5 - 1)))
+    assert ab == pytest.approx(lib, rel=1e-4)
+    out = runner.invoke(cli, ["fid", "--save-stats", str(tmp_path / "a"), str(tmp_path / "a.npz"),
+                              "--featurenet", str(featurenet_file), "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    assert fid(tmp_path / "a.npz", tmp_path / "b")[0] == pytest.approx(ab, rel=1e-6)
+    missing = runner.invoke(cli, ["fid", str(tmp_path / "nope"), str(tmp_path / "b")])
+    assert missing.exit_code == 1 and "no such folder or file" in missing.output

@@ -15,11 +15,20 @@ BIN = Path(sys.executable).parent
 TINY = {
     "data": {"limit": 400, "shard_size": 200},
     "featurenet": {"epochs": 4, "batch_size": 32, "features": 32},
-    "model": {"latent": 16, "mapping_layers": 2, "hidden": 64},
-    "train": {"kimg": 1.0, "batch_size": 32, "tick_kimg": 0.25, "ema_kimg": 0.5},
-    "evaluate": {"num_images": 200, "batch_size": 100},
+    "model": {"latent": 16, "mapping_layers": 2, "hidden": 64, "start_channels": 4,
+              "max_channels": 16},
+    # grows 4 -> 32 in 0.75 kimg (levels of 0.25 kimg), then 0.25 kimg at 32x32
+    "train": {"kimg": 1.0, "batch_size": 32, "tick_kimg": 0.25, "ema_kimg": 0.5,
+              "transition_kimg": 0.125, "stabilize_kimg": 0.125},
+    "evaluate": {"num_images": 200, "batch_size": 100, "ppl_samples": 100, "probe_train": 200},
     "figures": {"samples": 16, "pairs": 2},
 }
+
+EVAL_KEYS = ("fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse",
+             "ppl_full_classifier", "ppl_end_classifier", "probe_acc", "probe_acc_pixels")
+
+FIGURES = ("samples.png", "samples_untruncated.png", "reconstructions.png", "interpolation.png",
+           "style_mixing.png")  # the default model is the StyleALAE, so style mixing applies
 
 pytestmark = pytest.mark.slow
 
@@ -74,14 +83,17 @@ def runs(repo: Path):
 
 def test_repro_writes_metrics_figures_and_model(repo):
     metrics = json.loads((repo / "metrics/eval.json").read_text())
-    for key in ("fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse"):
+    assert set(metrics) == set(EVAL_KEYS)
+    for key in EVAL_KEYS:
         assert isinstance(metrics[key], float) and metrics[key] >= 0, key
+    assert (repo / "models/refstats_classifier.npz").is_file()   # the refstats stage's output
     featurenet = json.loads((repo / "metrics/featurenet.json").read_text())
     assert 0.3 < featurenet["accuracy"] <= 1.0  # 4 short epochs on 400 images: well above chance (0.1)
-    for name in ("samples.png", "reconstructions.png"):
+    for name in FIGURES:
         assert (repo / "figures" / name).stat().st_size > 1000
     rows = (repo / "plots/train.csv").read_text().splitlines()
-    assert rows[0].split(",") == ["kimg", "loss_d", "loss_g", "lae", "img_per_s"]
+    assert rows[0].split(",") == ["kimg", "loss_d", "loss_g", "lae", "img_per_s",
+                                  "lod", "alpha", "resolution", "batch_size"]
     assert len(rows) == 1 + 4  # 1 kimg in ticks of 0.25 kimg
 
 
@@ -94,13 +106,15 @@ def test_one_mlflow_run_with_params_tick_metrics_and_artifacts(repo):
     assert run.data.params["train.batch_size"] == "32"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")]
     assert steps == [256, 512, 768, 1024]  # one value per tick, at the images-seen step
-    for key in ("fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse", "img_per_s"):
+    for key in (*EVAL_KEYS, "img_per_s"):
         assert key in run.data.metrics
     assert run.data.tags["alae.run_key"] and run.data.tags["git.commit"]
+    assert run.data.tags["alae.features"] == run.data.tags["alae.ppl_distance"] == "classifier"
+    assert len(run.data.tags["alae.featurenet_sha256"]) == 64
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"params.yaml", "figures", "model"} <= artifacts
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert figures == {"figures/samples.png", "figures/reconstructions.png"}
+    assert figures == {f"figures/{name}" for name in FIGURES}
     # artifacts land beside the store at the repo root, not in ./mlruns of some stage's cwd
     assert (repo / "mlartifacts").is_dir() and not (repo / "mlruns").exists()
 
@@ -131,3 +145,12 @@ def test_exp_run_with_two_learning_rates_gives_two_runs(repo):
         assert "fid_classifier" in listed[lr]
         fid = listed[lr]["fid_classifier"]
         assert fid == pytest.approx(by_lr[str(lr)].data.metrics["fid_classifier"])
+
+
+def test_dvc_plots_show_draws_losses_and_figures(repo, tmp_path):
+    out = tmp_path / "plots"
+    run(["dvc", "plots", "show", "-o", str(out)], repo)
+    page = (out / "index.html").read_text()
+    assert "loss_d" in page and "lae" in page
+    for name in FIGURES:
+        assert name in page  # image plots are copied beside the page and linked with <img>

@@ -1,18 +1,24 @@
 """Metrics of a trained model, computed in memory in batches (no PNG round trip), by name.
 
 Each metric is a function registered with `@register(name)` that takes an `Evaluation` and returns
-`{key: float}`; keys of feature-space metrics carry the space's name (DESIGN.md, "Metrics, honestly
-labelled"): `fid_classifier`, `rec_fid_classifier`, `fid_floor_classifier`.
+`{key: float}`; keys carry the space their numbers are in (DESIGN.md, "Metrics, honestly
+labelled"): `fid_classifier` or `fid_inception`, `ppl_full_classifier` or `ppl_full_lpips`.
 
 What is compared with what (all at the model's resolution, test images area-downsampled to it
 by the loader when it is lower than the stored one; every image clamped to [-1, 1]):
-- reference statistics: the whole test split, in stored order;
+- reference statistics: the whole test split, in stored order (given precomputed, from the
+  `refstats` stage, or computed here);
 - `fid`: `num_images` generated images, z ~ N(0, I) from a generator seeded with `evaluate.seed`
   (the model's own per-pixel noise is seeded too), against the reference;
 - `rec_fid`: reconstructions G(E(x)) of the first min(`num_images`, test count) test images,
   against the reference; `mse`: their mean squared error per pixel, in [-1, 1] units;
 - `fid_floor`: the first min(`num_images`, train count) train images against the reference: what
-  the real data scores at the same sample sizes as `fid`, i.e. the best `fid` can be.
+  the real data scores at the same sample sizes as `fid`, i.e. the best `fid` can be;
+- `ppl_full`, `ppl_end`: perceptual path length in W space over `ppl_samples` pairs
+  (alae/metrics/ppl.py), with LPIPS when its weights are present, else the classifier distance;
+- `probe`: `probe_acc`, a linear SVM on E(x) of the first `probe_train` train images scored on
+  every test image, and `probe_acc_pixels`, the same on pixels (alae/metrics/probe.py); skipped,
+  with a note, when the data has no labels.
 Provenance (which featurenet file) is not a number: `provenance(extractor)` gives it as strings.
 """
 from __future__ import annotations
@@ -22,12 +28,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from alae.config import EvaluateConfig
 from alae.data import eval_batches, read_manifest
+from alae.metrics.features import resize
 from alae.metrics.fid import FeatureStats, frechet_distance
+from alae.metrics.ppl import PathDistance, choose_distance, perceptual_path_length
+from alae.metrics.probe import PIXEL_RESOLUTION, linear_probe
 
 Metric = Callable[["Evaluation"], dict[str, float]]
 _METRICS: dict[str, Metric] = {}
@@ -46,58 +56,117 @@ def metric_names() -> list[str]:
     return list(_METRICS)
 
 
+def note(message: str) -> None:
+    """A line on stderr for what a run skipped or chose (never a number)."""
+    print(f"evaluate: {message}", file=sys.stderr)
+
+
 def _bar(it: Iterable, desc: str, total: Optional[int] = None) -> Iterator:
     return iter(tqdm(it, desc=f"evaluate: {desc}", total=total, file=sys.stderr, unit="batch"))
 
 
+class _Probe:
+    """Codes, pixels and labels of one split for the linear probe."""
+
+    def __init__(self) -> None:
+        self.codes: list[np.ndarray] = []
+        self.pixels: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+
+    def add(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.codes.append(model.encode(x).float().cpu().numpy())
+        small = resize(x, min(PIXEL_RESOLUTION, x.shape[-1]))
+        self.pixels.append(small.flatten(1).float().cpu().numpy())
+        self.labels.append(y.numpy())
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(np.concatenate(a) for a in (self.codes, self.pixels, self.labels))
+
+
 class Evaluation:
     """One model, one extractor, one shard folder: the passes metrics share, each run at most once
-    (the test split is read once for the reference, the reconstructions and the MSE together)."""
+    (the test split is read once for the reference, the reconstructions, the MSE and the probe's
+    test codes; the train split once for the data floor and the probe's train codes).
+
+    `needs` names the metrics that will be asked for, so a pass computes only what they use.
+    `reference`: precomputed test-split statistics in the extractor's space (refstats stage).
+    `ppl_distance`: the PPL distance; None picks LPIPS or the classifier (`choose_distance`).
+    """
 
     def __init__(self, model: torch.nn.Module, extractor, shards_dir: str | Path,
-                 cfg: EvaluateConfig, reconstructions: bool = True):
+                 cfg: EvaluateConfig, needs: Optional[Iterable[str]] = None,
+                 reference: Optional[FeatureStats] = None,
+                 ppl_distance: Optional[PathDistance] = None):
         self.model, self.extractor, self.shards_dir, self.cfg = model, extractor, shards_dir, cfg
         self.space = extractor.name
         self.device = next(model.parameters()).device
         self.resolution = int(model.resolution)
-        counts = read_manifest(shards_dir)["counts"]
+        manifest = read_manifest(shards_dir)
+        counts = manifest["counts"]
+        self.labelled = manifest.get("label_names") is not None
         self.n_test, self.n_train = int(counts["test"]), int(counts["train"])
         self.n_gen = cfg.num_images
         self.n_rec = min(cfg.num_images, self.n_test)
         self.n_floor = min(cfg.num_images, self.n_train)
-        self._with_rec = reconstructions
+        self.n_probe = min(cfg.probe_train, self.n_train)
+        needs = set(metric_names() if needs is None else needs)
+        self._with_rec = bool({"rec_fid", "mse"} & needs)
+        self._with_probe = "probe" in needs and self.labelled
+        self._with_floor = "fid_floor" in needs
+        self._with_fid = bool({"fid", "rec_fid", "fid_floor"} & needs)
+        self._given_reference = reference
+        if reference is not None and reference.dim != extractor.dim:
+            raise ValueError(f"reference statistics are {reference.dim}-d, "
+                             f"the {self.space} space is {extractor.dim}-d")
+        if ppl_distance is None and {"ppl_full", "ppl_end"} & needs:
+            ppl_distance = choose_distance(extractor if self.space == "classifier" else None,
+                                           self.device)
+        self.ppl_distance = ppl_distance
         extractor.to(self.device)
 
     def _batches(self, split: str, limit: Optional[int] = None):
         n = self.n_test if split == "test" else self.n_train
         n = n if limit is None else min(n, limit)
-        return eval_batches(self.shards_dir, split, self.resolution, self.cfg.batch_size, limit), n
+        return eval_batches(self.shards_dir, split, self.resolution, self.cfg.batch_size, n), n
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.extractor(x.clamp(-1, 1))
 
     @cached_property
-    def _test_pass(self) -> tuple[FeatureStats, FeatureStats, float]:
-        """(reference stats, reconstruction stats, MSE) from one read of the test split."""
-        real, rec = FeatureStats(), FeatureStats()
+    def _test_pass(self) -> tuple[Optional[FeatureStats], FeatureStats, float, Optional[_Probe]]:
+        """(reference stats or None when given, reconstruction stats, MSE, probe test codes)
+        from one read of the test split (only as far as needed)."""
+        want_ref = self._given_reference is None and self._with_fid
+        real, rec = (FeatureStats() if want_ref else None), FeatureStats()
+        probe = _Probe() if self._with_probe else None
         sq_err, pixels, seen = 0.0, 0, 0
-        batches, n = self._batches("test")
+        n_rec = self.n_rec if self._with_rec else 0
+        batches, n = self._batches("test", None if (want_ref or probe) else n_rec)
+        parts = [p for p, on in (("reference", want_ref), ("reconstructions", n_rec),
+                                 ("probe codes", probe)) if on]
         with torch.no_grad():
-            desc = "test split" + (" + reconstructions" if self._with_rec else "")
-            for x, _ in _bar(batches, desc, -(-n // self.cfg.batch_size)):
+            for x, y in _bar(batches, "test split: " + ", ".join(parts),
+                             -(-n // self.cfg.batch_size)):
                 x = x.to(self.device)
-                real.update(self._features(x))
-                take = min(len(x), self.n_rec - seen) if self._with_rec else 0
+                if real is not None:
+                    real.update(self._features(x))
+                if probe is not None:
+                    probe.add(self.model, x, y)
+                take = min(len(x), n_rec - seen)
                 if take > 0:
                     xr = self.model.reconstruct(x[:take]).clamp(-1, 1)
                     rec.update(self._features(xr))
                     sq_err += (xr.double() - x[:take].double()).pow(2).sum().item()
                     pixels += xr.numel()
                     seen += take
-        return real, rec, (sq_err / pixels if pixels else float("nan"))
+        return real, rec, (sq_err / pixels if pixels else float("nan")), probe
 
     @property
     def reference(self) -> FeatureStats:
+        if self._given_reference is not None:
+            return self._given_reference
+        if not self._with_fid:
+            raise RuntimeError("this Evaluation was built without FID metrics")
         return self._test_pass[0]
 
     @property
@@ -122,13 +191,43 @@ class Evaluation:
         return stats
 
     @cached_property
-    def train_subset(self) -> FeatureStats:
-        stats = FeatureStats()
-        batches, n = self._batches("train", self.n_floor)
+    def _train_pass(self) -> tuple[Optional[FeatureStats], Optional[_Probe]]:
+        """(stats of the first n_floor train images, probe train codes of the first n_probe),
+        from one read of the train split."""
+        n_floor = self.n_floor if self._with_floor else 0
+        n_probe = self.n_probe if self._with_probe else 0
+        stats = FeatureStats() if n_floor else None
+        probe = _Probe() if n_probe else None
+        batches, n = self._batches("train", max(n_floor, n_probe))
+        parts = [p for p, on in (("data floor", n_floor), ("probe codes", n_probe)) if on]
+        seen = 0
         with torch.no_grad():
-            for x, _ in _bar(batches, "train subset", -(-n // self.cfg.batch_size)):
-                stats.update(self._features(x.to(self.device)))
-        return stats
+            for x, y in _bar(batches, "train split: " + ", ".join(parts),
+                             -(-n // self.cfg.batch_size)):
+                x = x.to(self.device)
+                if seen < n_floor:
+                    stats.update(self._features(x[:n_floor - seen]))
+                if seen < n_probe:
+                    probe.add(self.model, x[:n_probe - seen], y[:n_probe - seen])
+                seen += len(x)
+        return stats, probe
+
+    @property
+    def train_subset(self) -> FeatureStats:
+        if not self._with_floor:
+            raise RuntimeError("this Evaluation was built without the data floor")
+        return self._train_pass[0]
+
+    @cached_property
+    def probe_data(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+        """((codes, pixels, labels) of the train subset, (codes, pixels, labels) of the test set)."""
+        if not self._with_probe:
+            raise RuntimeError("this Evaluation was built without the probe")
+        return self._train_pass[1].arrays(), self._test_pass[3].arrays()
+
+    def ppl(self, sampling: str) -> float:
+        return perceptual_path_length(self.model, self.ppl_distance, self.cfg.ppl_samples,
+                                      sampling, self.cfg.seed, self.cfg.batch_size)
 
 
 @register("fid")
@@ -151,25 +250,62 @@ def _mse(ev: Evaluation) -> dict[str, float]:
     return {"mse": ev.reconstructed[1]}
 
 
+def _ppl(ev: Evaluation, sampling: str) -> dict[str, float]:
+    if ev.ppl_distance is None:
+        note(f"ppl_{sampling} skipped: no LPIPS weights and no classifier features "
+             "(the dataset has no labels)")
+        return {}
+    return {f"ppl_{sampling}_{ev.ppl_distance.name}": ev.ppl(sampling)}
+
+
+@register("ppl_full")
+def _ppl_full(ev: Evaluation) -> dict[str, float]:
+    return _ppl(ev, "full")
+
+
+@register("ppl_end")
+def _ppl_end(ev: Evaluation) -> dict[str, float]:
+    return _ppl(ev, "end")
+
+
+@register("probe")
+def _probe(ev: Evaluation) -> dict[str, float]:
+    if not ev.labelled:
+        note("probe_acc skipped: the dataset has no labels")
+        return {}
+    (codes, pixels, labels), (t_codes, t_pixels, t_labels) = ev.probe_data
+    seed = ev.cfg.seed
+    return {"probe_acc": linear_probe(codes, labels, t_codes, t_labels, seed=seed),
+            "probe_acc_pixels": linear_probe(pixels, labels, t_pixels, t_labels, seed=seed)}
+
+
 def evaluate_model(model: torch.nn.Module, extractor, shards_dir: str | Path, cfg: EvaluateConfig,
-                   metrics: Optional[Iterable[str]] = None) -> dict[str, float]:
+                   metrics: Optional[Iterable[str]] = None, *,
+                   reference: Optional[FeatureStats] = None,
+                   ppl_distance: Optional[PathDistance] = None) -> dict[str, float]:
     """Run the named metrics (default: all registered) and merge their `{key: float}` results.
 
-    Deterministic for a given cfg.seed, model, extractor and shards. Call `provenance(extractor)`
-    for the strings (featurenet hash) that belong beside these numbers.
+    Deterministic for a given cfg.seed, model, extractor and shards. `reference`: precomputed
+    test-split statistics in the extractor's space (the refstats stage's file). Call
+    `provenance(extractor, ppl_distance)` for the strings (featurenet hash) that belong beside
+    these numbers.
     """
     wanted = list(metrics) if metrics is not None else metric_names()
     unknown = [m for m in wanted if m not in _METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(_METRICS)}")
-    ev = Evaluation(model, extractor, shards_dir, cfg,
-                    reconstructions=bool({"rec_fid", "mse"} & set(wanted)))
+    ev = Evaluation(model, extractor, shards_dir, cfg, needs=wanted, reference=reference,
+                    ppl_distance=ppl_distance)
     out: dict[str, float] = {}
     for name in wanted:
         out.update(_METRICS[name](ev))
     return out
 
 
-def provenance(extractor) -> dict[str, str]:
-    """Strings identifying the feature space, for MLflow tags: never mixed into the metrics."""
-    return {"features": extractor.name, **extractor.provenance()}
+def provenance(extractor, ppl_distance: Optional[PathDistance] = None) -> dict[str, str]:
+    """Strings identifying the feature spaces, for MLflow tags: never mixed into the metrics."""
+    out = {"features": extractor.name, **extractor.provenance()}
+    if ppl_distance is not None:
+        out["ppl_distance"] = ppl_distance.name
+        out.update(ppl_distance.provenance())
+    return out

@@ -2,8 +2,9 @@
 
 An extractor has a `name` (the suffix of every metric key computed in its space: `fid_<name>`),
 `dim`, `__call__(x) -> (N, dim)`, `to(device)` and `provenance()` (strings to record beside the
-numbers, e.g. as MLflow tags). Only the classifier space lives here so far; Inception (pytorch-fid)
-would be a second class with the same interface.
+numbers, e.g. as MLflow tags). Two spaces, chosen by name with `load_extractor` (`evaluate.features`):
+- `classifier`: the featurenet's penultimate layer (offline default; alae/featurenet.py);
+- `inception`: pytorch-fid's InceptionV3 pool3 (alae/metrics/inception.py).
 """
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from alae.errors import UserError
 from alae.featurenet import Featurenet, load_featurenet
+from alae.metrics.inception import DIMS, InceptionFeatures
+
+SPACES = ("classifier", "inception")
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -65,3 +70,31 @@ class ClassifierFeatures:
 
     def provenance(self) -> dict[str, str]:
         return {"featurenet_sha256": self.sha256}
+
+
+def space_name(name: str, dims: int = DIMS) -> str:
+    """The name metric keys carry: `classifier`, `inception` (pool3) or `inception<dims>`."""
+    return name if name != "inception" or dims == DIMS else f"inception{dims}"
+
+
+def load_extractor(name: str, featurenet: str | Path | None = None,
+                   device: str | torch.device = "cpu", dims: int = DIMS):
+    """The extractor of feature space `name`; `featurenet` is the file the classifier space needs,
+    `dims` pytorch-fid's Inception block (2048, pool3, the standard)."""
+    if name == "classifier":
+        if featurenet is None:
+            raise ValueError("the classifier feature space needs a featurenet file")
+        return ClassifierFeatures.from_file(featurenet, device)
+    if name == "inception":
+        return InceptionFeatures.load(device, dims)
+    raise ValueError(f"unknown feature space {name!r}; known: {', '.join(SPACES)}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when there is one, else the CPU; UserError for CUDA where there is none."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available here")
+    return device

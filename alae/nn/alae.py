@@ -1,13 +1,22 @@
 """The four ALAE networks as one module (ALAE sec. 3): F maps z to w, G draws x from w,
 E encodes x to w, D scores w. The discriminator is D∘E, the generator G∘F.
+
+Two architectures (`model.kind`): `style`, the StyleALAE with progressive growing (sec. 4,
+`alae.nn.style`), and `mlp`, the paper's MNIST MLP (sec. 5, `alae.nn.mlp`). The MLP has a single
+level of detail, so `lod`/`alpha` arguments are accepted and ignored there.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import nn
 
 from alae.config import ModelConfig
 from alae.nn.mlp import EncoderMLP, GeneratorMLP, MappingD, MappingF
+from alae.nn.style import StyleEncoder, StyleSynthesis
+
+W_AVG_BETA = 0.995  # running average of w for the truncation trick (reference `dlatent_avg_beta`)
 
 
 class ALAE(nn.Module):
@@ -21,22 +30,72 @@ class ALAE(nn.Module):
         self.latent = latent
         self.channels = channels
         self.resolution = resolution
+        self.progressive = isinstance(synthesis, StyleSynthesis)
+        self.num_levels = synthesis.levels if self.progressive else 1
+        self.num_styles = synthesis.num_styles if self.progressive else 1
+        self.register_buffer("w_avg", torch.zeros(latent))
 
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        return self.synthesis(self.mapping(z))
+    # --- levels of detail -------------------------------------------------------------------
+    def level_resolution(self, lod: int) -> int:
+        return self.resolution // 2 ** (self.num_levels - 1 - lod)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+    @property
+    def lod(self) -> int:
+        """The level training has reached (the last one for an MLP or a fully grown model)."""
+        return int(self.synthesis.lod) if self.progressive else 0
 
-    def decode(self, w: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def set_level(self, lod: int, alpha: float) -> None:
+        """Record the level training has reached: calls without `lod` then use it."""
+        if self.progressive:
+            for net in (self.synthesis, self.encoder):
+                net.lod.fill_(lod)
+                net.alpha.fill_(alpha)
+
+    def _level(self, lod: Optional[int], alpha: Optional[float]) -> dict:
+        return {"lod": lod, "alpha": alpha} if self.progressive else {}
+
+    # --- the truncation trick ---------------------------------------------------------------
+    @torch.no_grad()
+    def track_w(self, w: torch.Tensor) -> None:
+        """Update the running average of w with a batch of mapped latents (N, latent)."""
+        self.w_avg.lerp_(w.detach().float().mean(0), 1.0 - W_AVG_BETA)
+
+    def truncate(self, w: torch.Tensor, psi: float, cutoff: Optional[int] = None) -> torch.Tensor:
+        """lerp(w_avg, w, psi) on the first `cutoff` style slots (all when None): (N, S, latent)."""
+        styles = w[:, None].expand(-1, self.num_styles, -1) if w.dim() == 2 else w
+        slot = torch.arange(self.num_styles, device=w.device)[None, :, None]
+        cut = self.num_styles if cutoff is None else cutoff
+        coef = torch.where(slot < cut, psi, 1.0).to(styles.dtype)
+        styles = torch.lerp(self.w_avg.to(styles.dtype).expand_as(styles), styles, coef)
+        return styles if self.progressive else styles[:, 0]
+
+    # --- what users of a trained model call -------------------------------------------------
+    def generate(self, z: torch.Tensor, psi: Optional[float] = None, cutoff: Optional[int] = None,
+                 lod: Optional[int] = None, alpha: Optional[float] = None) -> torch.Tensor:
+        """G(F(z)); with `psi`, truncated towards the average w on the first `cutoff` styles."""
+        w = self.mapping(z)
+        if psi is not None:
+            w = self.truncate(w, psi, cutoff)
+        return self.decode(w, lod, alpha)
+
+    def encode(self, x: torch.Tensor, lod: Optional[int] = None,
+               alpha: Optional[float] = None) -> torch.Tensor:
+        return self.encoder(x, **self._level(lod, alpha))
+
+    def decode(self, w: torch.Tensor, lod: Optional[int] = None, alpha: Optional[float] = None,
+               noise: bool = True) -> torch.Tensor:
+        if self.progressive:
+            return self.synthesis(w, lod=lod, alpha=alpha, noise=noise)
         return self.synthesis(w)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.synthesis(self.encoder(x))
+        return self.decode(self.encode(x))
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
+    def score(self, x: torch.Tensor, lod: Optional[int] = None,
+              alpha: Optional[float] = None) -> torch.Tensor:
         """Real/fake logit of images: D(E(x))."""
-        return self.discriminator(self.encoder(x))
+        return self.discriminator(self.encode(x, lod, alpha))
 
     def generator_parameters(self) -> list[nn.Parameter]:
         return [*self.mapping.parameters(), *self.synthesis.parameters()]
@@ -46,12 +105,15 @@ class ALAE(nn.Module):
 
 
 def build_model(cfg: ModelConfig, channels: int, resolution: int) -> ALAE:
-    if cfg.kind != "mlp":
-        raise ValueError(f"model.kind {cfg.kind!r} is not built yet")
-    return ALAE(
-        mapping=MappingF(cfg.latent, cfg.mapping_layers),
-        synthesis=GeneratorMLP(cfg.latent, cfg.hidden, channels, resolution),
-        encoder=EncoderMLP(cfg.latent, cfg.hidden, channels, resolution),
-        discriminator=MappingD(cfg.latent),
-        latent=cfg.latent, channels=channels, resolution=resolution,
-    )
+    if cfg.kind == "style":
+        size = dict(latent=cfg.latent, channels=channels, resolution=resolution,
+                    start=cfg.start_channels, maximum=cfg.max_channels)
+        synthesis, encoder = StyleSynthesis(**size), StyleEncoder(**size)
+    elif cfg.kind == "mlp":
+        synthesis = GeneratorMLP(cfg.latent, cfg.hidden, channels, resolution)
+        encoder = EncoderMLP(cfg.latent, cfg.hidden, channels, resolution)
+    else:
+        raise ValueError(f"model.kind {cfg.kind!r} is not known")
+    return ALAE(mapping=MappingF(cfg.latent, cfg.mapping_layers), synthesis=synthesis,
+                encoder=encoder, discriminator=MappingD(cfg.latent),
+                latent=cfg.latent, channels=channels, resolution=resolution)

@@ -46,3 +46,87 @@ def mlp(sizes: list[int], lr_mul: float = 1.0, activate_last: bool = True,
         if activate_last or i < len(sizes) - 2:
             layers.append(nn.LeakyReLU(0.2))
     return nn.Sequential(*layers)
+
+
+class EqualConv2d(nn.Module):
+    """Square-kernel convolution with the same run-time weight scaling as `EqualLinear`
+    (fan_in = in_channels * kernel^2); 'same' padding."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int,
+                 gain: float = math.sqrt(2.0), lr_mul: float = 1.0, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel, kernel) / lr_mul)
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.scale = lr_mul * gain / math.sqrt(in_channels * kernel * kernel)
+        self.lr_mul = lr_mul
+        self.padding = kernel // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias * self.lr_mul if self.bias is not None else None
+        return F.conv2d(x, self.weight * self.scale, bias, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        o, i, k, _ = self.weight.shape
+        return f"{i} -> {o}, kernel={k}, lr_mul={self.lr_mul}"
+
+
+class Blur(nn.Module):
+    """Depthwise [1, 2, 1] x [1, 2, 1] / 16 low-pass filter (StyleGAN, reference `Blur`): it
+    smooths the blockiness of nearest upsampling and the aliasing of pooling."""
+
+    def __init__(self):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16)[None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        return F.conv2d(x, self.kernel.expand(c, 1, 3, 3), padding=1, groups=c)
+
+
+class NoiseInjection(nn.Module):
+    """Adds per-pixel N(0, 1) noise, shared by all channels, times a learned per-channel weight
+    that starts at 0 (StyleGAN sec. 2; the reference initialises it to zero)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, noise: bool = True) -> torch.Tensor:
+        if not noise:
+            return x
+        n = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+        return x + self.weight.view(1, -1, 1, 1) * n
+
+
+def instance_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Zero mean and unit variance per sample and channel over H x W (no affine)."""
+    x = x - x.mean(dim=(2, 3), keepdim=True)
+    return x * torch.rsqrt(x.pow(2).mean(dim=(2, 3), keepdim=True) + eps)
+
+
+class InstanceNorm(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return instance_norm(x)
+
+
+def channel_stats(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-channel mean and standard deviation over H x W, (N, 2C): the instance-norm statistics
+    that StyleALAE's encoder maps into w (ALAE sec. 4, eq. 11)."""
+    mean = x.mean(dim=(2, 3))
+    std = (x - mean[..., None, None]).pow(2).mean(dim=(2, 3)).add(eps).sqrt()
+    return torch.cat([mean, std], dim=1)
+
+
+class AdaIN(nn.Module):
+    """Style modulation of instance-normalised features: x * (1 + gamma(w)) + beta(w), gamma and
+    beta from one equalized linear layer with gain 1 (reference `StyleMod`). The `1 +` makes the
+    zero-initialised biases an identity at the start."""
+
+    def __init__(self, latent: int, channels: int):
+        super().__init__()
+        self.style = EqualLinear(latent, 2 * channels, gain=1.0)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.style(w)[..., None, None].chunk(2, dim=1)
+        return x * (1 + gamma) + beta

@@ -5,16 +5,27 @@
 
 Each returns its loss as a detached tensor: calling `.item()` here would force a device sync
 every step; the loop reads the values once per tick.
+
+The adversarial updates (1, 2) draw their fakes with style mixing (StyleGAN sec. 3.1; reference
+probability 0.9, crossover uniform in [1, 2 (lod + 1)]); the latent update does not mix, since its
+target is one w. Every w drawn in training feeds the running average used for truncation.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
 
 from alae.nn import ALAE
 from alae.train import losses
+
+
+class Level(NamedTuple):
+    """Level of detail and blend; None means the level training has reached (the model's)."""
+    lod: Optional[int] = None
+    alpha: Optional[float] = None
 
 
 @dataclass
@@ -41,12 +52,35 @@ def _latents(model: ALAE, n: int, device: torch.device) -> torch.Tensor:
     return torch.randn(n, model.latent, device=device)
 
 
-def discriminator_step(model: ALAE, opt: Optimizers, real: torch.Tensor, r1_gamma: float) -> torch.Tensor:
+def mix_styles(w1: torch.Tensor, w2: torch.Tensor, crossover: int, num_styles: int) -> torch.Tensor:
+    """(N, num_styles, latent): w1 on the style slots below `crossover`, w2 from it on."""
+    slot = torch.arange(num_styles, device=w1.device)[None, :, None]
+    return torch.where(slot < crossover, w1[:, None], w2[:, None])
+
+
+def sample_w(model: ALAE, n: int, device: torch.device, lod: Optional[int] = None,
+             mixing: float = 0.0) -> torch.Tensor:
+    """w = F(z) for a fresh z, tracked into the running average; with probability `mixing` two
+    such w crossed over at a slot drawn uniformly from [1, 2 (lod + 1)]."""
+    w = model.mapping(_latents(model, n, device))
+    model.track_w(w)
+    if model.num_styles > 1 and mixing > 0 and torch.rand(()).item() < mixing:
+        w2 = model.mapping(_latents(model, n, device))
+        model.track_w(w2)
+        lod = model.lod if lod is None else lod
+        crossover = int(torch.randint(1, 2 * (lod + 1) + 1, ()).item())
+        w = mix_styles(w, w2, crossover, model.num_styles)
+    return w
+
+
+def discriminator_step(model: ALAE, opt: Optimizers, real: torch.Tensor, r1_gamma: float,
+                       level: Level = Level(), mixing: float = 0.0) -> torch.Tensor:
+    lod, alpha = level
     with torch.no_grad():
-        fake = model.generate(_latents(model, real.shape[0], real.device))
+        fake = model.decode(sample_w(model, real.shape[0], real.device, lod, mixing), lod, alpha)
     real = real.detach().requires_grad_(r1_gamma > 0)
-    real_logits = model.score(real)
-    loss = losses.discriminator_loss(real_logits, model.score(fake))
+    real_logits = model.score(real, lod, alpha)
+    loss = losses.discriminator_loss(real_logits, model.score(fake, lod, alpha))
     if r1_gamma > 0:
         loss = loss + losses.r1_penalty(real_logits, real, r1_gamma)
     opt.ed.zero_grad(set_to_none=True)
@@ -55,11 +89,14 @@ def discriminator_step(model: ALAE, opt: Optimizers, real: torch.Tensor, r1_gamm
     return loss.detach()
 
 
-def generator_step(model: ALAE, opt: Optimizers, batch: int, device: torch.device) -> torch.Tensor:
+def generator_step(model: ALAE, opt: Optimizers, batch: int, device: torch.device,
+                   level: Level = Level(), mixing: float = 0.0) -> torch.Tensor:
+    lod, alpha = level
     # E and D are frozen: their weights are fixed targets and need no gradient buffers.
     _requires_grad([model.encoder, model.discriminator], False)
     try:
-        loss = losses.generator_loss(model.score(model.generate(_latents(model, batch, device))))
+        fake = model.decode(sample_w(model, batch, device, lod, mixing), lod, alpha)
+        loss = losses.generator_loss(model.score(fake, lod, alpha))
         opt.fg.zero_grad(set_to_none=True)
         loss.backward()
         opt.fg.step()
@@ -68,9 +105,11 @@ def generator_step(model: ALAE, opt: Optimizers, batch: int, device: torch.devic
     return loss.detach()
 
 
-def latent_step(model: ALAE, opt: Optimizers, batch: int, device: torch.device) -> torch.Tensor:
-    w = model.mapping(_latents(model, batch, device))
-    loss = losses.latent_loss(model.encode(model.decode(w)), w)
+def latent_step(model: ALAE, opt: Optimizers, batch: int, device: torch.device,
+                level: Level = Level()) -> torch.Tensor:
+    lod, alpha = level
+    w = sample_w(model, batch, device)
+    loss = losses.latent_loss(model.encode(model.decode(w, lod, alpha), lod, alpha), w)
     opt.ed.zero_grad(set_to_none=True)
     opt.fg.zero_grad(set_to_none=True)
     loss.backward()

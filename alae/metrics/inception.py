@@ -1,0 +1,155 @@
+"""Inception features: pytorch-fid's `InceptionV3` (the TF FID network ported to PyTorch), 2048-d
+pool3, with its own bilinear resize to 299 and its own input normalisation.
+
+The weights are pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, looked up where pytorch-fid
+looks (`torch.hub`'s checkpoint folder: `$TORCH_HOME/hub/checkpoints/`, by default
+`~/.cache/torch/hub/checkpoints/`) and downloaded there when missing and online. Offline and
+missing, `InceptionFeatures.load` raises one `UserError` line naming the file to place and its URL.
+
+`write_standin_weights` writes a *stand-in* file of the same layout: random convolutions with
+batch-norm statistics calibrated on random images, so that features vary between images (a fresh
+network's untouched statistics give near-constant features and FID ~ 0 for anything). It exists for
+tests and speed measurements only: a number computed with it is not an Inception FID.
+"""
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+from pytorch_fid import inception as pf
+
+from alae.errors import UserError
+
+WEIGHTS_URL = pf.FID_WEIGHTS_URL
+WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]   # pt_inception-2015-12-05-6726825d.pth
+DIMS = 2048                                     # pool3: the standard; other dims do not compare
+DOWNLOAD_TIMEOUT_S = 30
+
+
+def weights_path() -> Path:
+    """Where pytorch-fid (through `torch.hub.load_state_dict_from_url`) finds the weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
+
+
+def _download(url: str, dst: Path) -> None:
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)   # offline must fail in seconds, not hang
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(dst), progress=sys.stderr.isatty())
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def ensure_weights() -> Path:
+    """The weights file, downloaded when missing; UserError naming path and URL when offline."""
+    path = weights_path()
+    if not path.is_file():
+        try:
+            _download(WEIGHTS_URL, path)
+        except Exception as e:   # URLError, timeouts, HTTP errors: all mean "could not fetch"
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"Inception weights missing: place {path} (pytorch-fid's FID "
+                            f"Inception, from {WEIGHTS_URL}); download failed: {reason}") from None
+    return path
+
+
+class InceptionFeatures:
+    """pytorch-fid's InceptionV3 pool3 (N, 2048). Takes images in [-1, 1] (the pipeline's range),
+    maps them to the [0, 1] pytorch-fid expects and repeats grayscale to three channels.
+
+    `dims` picks another of pytorch-fid's blocks (64, 192, 768), average-pooled as its
+    `get_activations` does; the space is then named `inception<dims>` (keys `fid_inception64`),
+    since its values do not compare with pool3's. The pipeline always uses 2048."""
+
+    def __init__(self, net: pf.InceptionV3, weights: Path, dims: int = DIMS):
+        self.net = net.eval().requires_grad_(False)
+        self.weights = weights
+        self.dim = dims
+        self.name = "inception" if dims == DIMS else f"inception{dims}"
+
+    @classmethod
+    def load(cls, device: str | torch.device = "cpu", dims: int = DIMS) -> "InceptionFeatures":
+        """pytorch-fid's network with the weights file read as tensors only (`weights_only`:
+        pytorch-fid's own loader would unpickle whatever the cache holds)."""
+        if dims not in pf.InceptionV3.BLOCK_INDEX_BY_DIM:
+            raise UserError(f"Inception dims {dims} is not one of "
+                            f"{', '.join(map(str, pf.InceptionV3.BLOCK_INDEX_BY_DIM))}")
+        path = ensure_weights()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net = _fid_inception_structure()
+            net.load_state_dict(state)
+        except Exception as e:  # unreadable, pickled code, or another network's tensors
+            raise UserError(f"{path}: not pytorch-fid's Inception weights "
+                            f"({str(e).splitlines()[0][:200]}); replace it with {WEIGHTS_URL}"
+                            ) from None
+        return cls(_wrap(net, dims).to(device), path, dims)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: str | torch.device) -> "InceptionFeatures":
+        self.net.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] not in (1, 3):
+            raise ValueError(f"Inception takes 1- or 3-channel images, got {x.shape[1]} channels")
+        x = (x.to(self.device, torch.float32) + 1) / 2
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        out = self.net(x)[0]
+        if out.shape[2:] != (1, 1):   # blocks before pool3, pooled as pytorch-fid does
+            out = F.adaptive_avg_pool2d(out, (1, 1))
+        return out.flatten(1)
+
+    def provenance(self) -> dict[str, str]:
+        return {"inception_weights": WEIGHTS_FILE}
+
+
+def _fid_inception_structure() -> torch.nn.Module:
+    """pytorch-fid's `fid_inception_v3()` network without loading any weights."""
+    with mock.patch.object(pf, "load_state_dict_from_url", lambda *a, **k: None), \
+            mock.patch("torchvision.models.Inception3.load_state_dict", lambda *a, **k: None):
+        return pf.fid_inception_v3()
+
+
+def _wrap(net: torch.nn.Module, dims: int = DIMS) -> pf.InceptionV3:
+    """pytorch-fid's InceptionV3 (the block of `dims`, resize to 299, [0, 1] -> [-1, 1])
+    around `net`."""
+    with mock.patch.object(pf, "fid_inception_v3", lambda: net):
+        return pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[dims]])
+
+
+def write_standin_weights(path: str | Path, seed: int = 0, calibration_images: int = 4) -> Path:
+    """A random stand-in for pytorch-fid's weights file, for tests and timings only (see module
+    docstring): default-initialised convolutions, every batch-norm's running statistics measured
+    on `calibration_images` smooth random 128-px images passed through the network in train
+    mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = _fid_inception_structure()
+        wrapper = _wrap(net)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None          # cumulative average over the calibration pass
+        low = torch.rand(calibration_images, 3, 8, 8)
+        # 128 px instead of 299 (5x cheaper): statistics of the right order, which is all a
+        # stand-in needs.
+        images = F.interpolate(low, size=(128, 128), mode="bilinear", align_corners=False)
+        wrapper.train()
+        wrapper.resize_input = False
+        with torch.no_grad():
+            wrapper(images)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return path

@@ -1,0 +1,155 @@
+"""Perceptual path length in W space (StyleGAN, Karras et al. 2019, sec. 4.1; the protocol of
+NVlabs' `metrics/perceptual_path_length.py`), as DESIGN.md "Metrics, honestly labelled" fixes it.
+
+For pairs z0, z1 ~ N(0, I) with w_i = F(z_i), and t ~ U(0, 1) (`full`) or t in {0, 1} (`end`):
+
+    l = d(G(lerp(w0, w1, t)), G(lerp(w0, w1, t + eps))) / eps²,    eps = 1e-4
+
+and PPL is the mean of l over the samples between the 1st and 99th percentiles (inclusive, with
+numpy's `lower`/`higher` percentile methods, as StyleGAN). The distance d is
+- `lpips`: LPIPS-VGG16 (the paper's), used only when the `lpips` package and torchvision's VGG16
+  weights are already present; images above 256 px are area-downsampled to 256 as StyleGAN does;
+- `classifier`: otherwise, the squared L2 distance between unit-normalised featurenet features
+  (LPIPS's form on one layer). Its numbers compare only with other `ppl_*_classifier` numbers
+  from the same featurenet file.
+The metric key names the distance: `ppl_full_classifier`, `ppl_end_lpips`, ...
+
+Notes. `end` takes t in {0, 1} (the paper's "path endpoints"); StyleGAN's code uses t = 0 only,
+which has the same distribution to first order in eps. `full` and `end` use the same z pairs for a
+seed. Both images of a pair get the same per-pixel noise (the global RNG is re-seeded before each
+of the two synthesis calls), as StyleGAN holds noise fixed within a pair. Images are not clamped:
+the metric measures the generator's own path.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+EPSILON = 1e-4
+SAMPLINGS = ("full", "end")
+VGG_FILE = "vgg16-397923af.pth"   # torchvision's ImageNet VGG16, which lpips loads
+
+
+class PathDistance(Protocol):
+    name: str
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor: ...
+
+
+class FeatureDistance:
+    """Squared L2 between unit-normalised feature vectors of an extractor (N,) ."""
+
+    def __init__(self, extractor, name: Optional[str] = None):
+        self.extractor = extractor
+        self.name = name or extractor.name
+
+    @torch.no_grad()
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        fa = F.normalize(self.extractor(a).double(), dim=1)
+        fb = F.normalize(self.extractor(b).double(), dim=1)
+        return (fa - fb).pow(2).sum(1)
+
+    def provenance(self) -> dict[str, str]:
+        return self.extractor.provenance()
+
+
+class LpipsDistance:
+    """LPIPS-VGG16 of the `lpips` package; grayscale repeated to three channels."""
+
+    name = "lpips"
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        import lpips   # optional dependency, present only when lpips_available()
+
+        self.net = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False).to(device)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        def prep(x: torch.Tensor) -> torch.Tensor:
+            x = x.to(self.device, torch.float32)
+            if x.shape[-1] > 256:
+                x = F.interpolate(x, size=(256, 256), mode="area")
+            return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        return self.net(prep(a), prep(b)).flatten().double()
+
+    def provenance(self) -> dict[str, str]:
+        return {"ppl_distance": "lpips-vgg16"}
+
+
+def lpips_available() -> bool:
+    """The `lpips` package is installed and VGG16's weights are in the torch hub cache (no
+    download is attempted: without them, PPL uses the classifier distance and says so)."""
+    if importlib.util.find_spec("lpips") is None:
+        return False
+    return (Path(torch.hub.get_dir()) / "checkpoints" / VGG_FILE).is_file()
+
+
+def choose_distance(classifier, device: str | torch.device = "cpu") -> Optional[PathDistance]:
+    """LPIPS when available, else the classifier's feature distance, else None (no PPL)."""
+    if lpips_available():
+        return LpipsDistance(device)
+    return FeatureDistance(classifier) if classifier is not None else None
+
+
+def draw_pairs(n: int, latent: int, seed: int,
+               sampling: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(z0, z1, t), all drawn at once from one seeded generator (so batch size does not matter);
+    the z pairs are the same for both samplings."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling {sampling!r} is not one of {', '.join(SAMPLINGS)}")
+    g = torch.Generator().manual_seed(seed)
+    z0 = torch.randn(n, latent, generator=g)
+    z1 = torch.randn(n, latent, generator=g)
+    if sampling == "full":
+        t = torch.rand(n, generator=g)
+    else:
+        t = torch.randint(0, 2, (n,), generator=g).float()
+    return z0, z1, t
+
+
+@torch.no_grad()
+def path_lengths(model: torch.nn.Module, distance: Callable, n: int, sampling: str, seed: int,
+                 batch_size: int, eps: float = EPSILON, progress: bool = True) -> np.ndarray:
+    """The n unfiltered samples l (float64) of the module docstring, for `model.mapping` (F) and
+    `model.synthesis` (G)."""
+    z0, z1, t = draw_pairs(n, int(model.latent), seed, sampling)
+    device = next(model.parameters()).device
+    cuda = [device] if device.type == "cuda" else []
+    out = []
+    starts = range(0, n, batch_size)
+    bar = tqdm(starts, desc=f"evaluate: ppl {sampling}", file=sys.stderr, unit="batch",
+               disable=not progress)
+    with torch.random.fork_rng(devices=cuda):
+        for i, s in enumerate(bar):
+            w0 = model.mapping(z0[s:s + batch_size].to(device))
+            w1 = model.mapping(z1[s:s + batch_size].to(device))
+            tb = t[s:s + batch_size].to(device, w0.dtype)[:, None]
+            noise_seed = seed * 1_000_003 + i
+            torch.manual_seed(noise_seed)
+            a = model.synthesis(torch.lerp(w0, w1, tb))
+            torch.manual_seed(noise_seed)
+            b = model.synthesis(torch.lerp(w0, w1, tb + eps))
+            out.append(distance(a, b).double().cpu() / eps ** 2)
+    return torch.cat(out).numpy()
+
+
+def filtered_mean(lengths: np.ndarray) -> float:
+    """Mean over the samples within the 1st and 99th percentiles (StyleGAN's outlier filter)."""
+    lengths = np.asarray(lengths, dtype=np.float64)
+    lo = np.percentile(lengths, 1, method="lower")
+    hi = np.percentile(lengths, 99, method="higher")
+    return float(lengths[(lengths >= lo) & (lengths <= hi)].mean())
+
+
+def perceptual_path_length(model: torch.nn.Module, distance: Callable, n: int, sampling: str,
+                           seed: int, batch_size: int, progress: bool = True) -> float:
+    return filtered_mean(path_lengths(model, distance, n, sampling, seed, batch_size,
+                                      progress=progress))

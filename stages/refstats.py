@@ -1,0 +1,36 @@
+"""DVC stage `refstats`: mean and covariance of the whole test split in the `evaluate.features`
+space, written once per dataset and feature space (`models/refstats_<space>.npz`, pytorch-fid's
+layout plus provenance) and reused by every evaluation (alae/metrics/refstats.py)."""
+import sys
+from pathlib import Path
+
+# This checkout's `alae`, even under `dvc exp run --temp` where an installed copy would be stale.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import click  # noqa: E402
+
+from alae.config import load_params  # noqa: E402
+from alae.errors import exits_cleanly  # noqa: E402
+from alae.metrics.features import load_extractor, resolve_device  # noqa: E402
+from alae.metrics.refstats import write_reference  # noqa: E402
+
+
+@click.command()
+@click.option("--params", "params_path", default="params.yaml", show_default=True)
+@click.option("--featurenet", default="models/featurenet.pt", show_default=True,
+              help="the classifier space's network (unused for inception)")
+@click.option("--shards", default="data/shards", show_default=True)
+@click.option("--out", required=True, help="the .npz to write, e.g. models/refstats_classifier.npz")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
+              help="images per batch (the statistics do not depend on it beyond float rounding)")
+@exits_cleanly
+def main(params_path: str, featurenet: str, shards: str, out: str, batch_size: int) -> None:
+    params = load_params(params_path)
+    device = resolve_device(params.evaluate.device)
+    extractor = load_extractor(params.evaluate.features, featurenet, device)
+    stats = write_reference(out, extractor, shards, batch_size)
+    click.echo(f"refstats: {stats.n} test images in the {extractor.name} space -> {out}")
+
+
+if __name__ == "__main__":
+    main()

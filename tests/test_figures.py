@@ -1,0 +1,98 @@
+"""Figures: pixel sizes, grid layout, and what each cell must show."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from alae.config import FiguresConfig, parse_params
+from alae.figures import (LABEL_WIDTH, PAD, interpolation_figure, mix_styles,
+                          reconstructions_figure, samples_figure, style_mixing_figure,
+                          style_ranges)
+from alae.nn import build_model
+
+CFG = FiguresConfig(samples=12, pairs=2, columns=4, psi=0.7, cutoff=4)
+SCALE = 2  # grid() draws every image at twice its size
+
+
+def cells(image, rows: int, cols: int, size: int) -> np.ndarray:
+    """Cut a grid back into its cells: (rows, cols, size, size) grayscale."""
+    a = np.asarray(image.convert("L"), dtype=np.float64)
+    s = size * SCALE
+    out = np.empty((rows, cols, s, s))
+    for i in range(rows):
+        for j in range(cols):
+            y, x = PAD + i * (s + PAD), LABEL_WIDTH + PAD + j * (s + PAD)
+            out[i, j] = a[y:y + s, x:x + s]
+    return out
+
+
+def expected_size(rows: int, cols: int, size: int) -> tuple[int, int]:
+    s = size * SCALE
+    return LABEL_WIDTH + cols * (s + PAD) + PAD, rows * (s + PAD) + PAD
+
+
+class Identity(nn.Module):
+    """A stand-in autoencoder whose reconstruction is its input: checks the layout alone."""
+    latent, resolution, channels, num_levels, progressive = 4, 32, 1, 1, False
+
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(1))
+
+    def reconstruct(self, x):
+        return x
+
+
+@pytest.fixture(scope="module")
+def style_model():
+    params = parse_params({"model": {"kind": "style", "latent": 8, "mapping_layers": 2,
+                                     "start_channels": 4, "max_channels": 8}})
+    torch.manual_seed(0)
+    return build_model(params.model, channels=1, resolution=32).eval().requires_grad_(False)
+
+
+def test_samples_grid_size_and_truncation(style_model):
+    truncated = samples_figure(style_model, CFG, truncate=True)
+    plain = samples_figure(style_model, CFG, truncate=False)
+    assert truncated.size == plain.size == expected_size(3, 4, 32)
+    assert np.asarray(truncated).tobytes() != np.asarray(plain).tobytes()
+    assert np.asarray(samples_figure(style_model, CFG)).tobytes() == np.asarray(truncated).tobytes()
+
+
+def test_reconstruction_cells_sit_below_their_images(tiny_shards):
+    image = reconstructions_figure(Identity(), tiny_shards, CFG)
+    assert image.size == expected_size(4, 4, 32)
+    c = cells(image, 4, 4, 32)
+    for pair in range(2):
+        real, rec = c[2 * pair].reshape(4, -1), c[2 * pair + 1].reshape(4, -1)
+        corr = np.corrcoef(real, rec)[:4, 4:]
+        assert np.allclose(np.diag(corr), 1.0)
+        off = corr[~np.eye(4, dtype=bool)]
+        assert np.diag(corr).min() > off.max() + 0.05
+
+
+def test_interpolation_ends_are_the_real_images(tiny_shards, style_model):
+    image = interpolation_figure(style_model, tiny_shards, CFG)
+    assert image.size == expected_size(2, 4 + 2, 32)
+    first_real = cells(reconstructions_figure(Identity(), tiny_shards, CFG), 1, 2, 32)[0]
+    interp = cells(image, 1, 6, 32)[0]
+    assert np.array_equal(interp[0], first_real[0])  # x_a: test image 0
+    assert np.array_equal(interp[5], first_real[1])  # x_b: test image 1
+
+
+def test_style_mixing_blocks_at_32px(style_model, tiny_shards):
+    ranges = style_ranges(style_model)
+    assert ranges == {"coarse": range(0, 4), "middle": range(4, 8)}  # no fine block at 32x32
+    image = style_mixing_figure(style_model, tiny_shards, CFG)
+    assert image.size == expected_size(1 + 2 * 4, 4 + 1, 32)
+
+
+def test_mixing_a_code_with_itself_reproduces_its_reconstruction(style_model, tiny_shards):
+    from alae.data import eval_batches
+
+    x, _ = next(eval_batches(tiny_shards, "test", 32, 3))
+    w = style_model.encode(x)
+    torch.manual_seed(1)
+    mixed = style_model.decode(mix_styles(style_model, w, w, style_ranges(style_model)["coarse"]))
+    torch.manual_seed(1)
+    assert torch.allclose(mixed, style_model.reconstruct(x), atol=1e-6)
