@@ -33,13 +33,19 @@ def main() -> None:
 @click.option("-n", "count", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--psi", default=None, type=click.FloatRange(0, 1),
+              help="truncation towards the average w (default: none)")
+@click.option("--cutoff", default=8, show_default=True, type=click.IntRange(min=1),
+              help="style slots the truncation applies to")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda")
 @click.argument("out", type=click.Path(dir_okay=False))
 @exits_cleanly
-def generate(model_path: str, count: int, seed: int, columns: int, device: str, out: str) -> None:
+def generate(model_path: str, count: int, seed: int, columns: int, psi: float | None,
+             cutoff: int, device: str, out: str) -> None:
     """Write a grid of COUNT generated images (fixed SEED) to OUT (PNG)."""
     model, _, _ = load_model(model_path, torch.device(device))
-    save_png(samples_figure(model, FiguresConfig(seed=seed, samples=count, columns=columns)), out)
+    cfg = FiguresConfig(seed=seed, samples=count, columns=columns, psi=psi, cutoff=cutoff)
+    save_png(samples_figure(model, cfg, truncate=psi is not None), out)
     click.echo(f"wrote {count} samples to {out}")
 
 
@@ -166,6 +172,117 @@ def fid(path_a: str, path_b: str, features: str, featurenet: str, dims: int, bat
         return
     value, meta = fid_of_paths(path_a, path_b, space, extractor, batch_size)
     click.echo(f"FID:  {value}  ({describe(space, meta)})")
+
+
+# --- using a trained model on one's own images -----------------------------------------------
+model_option = click.option("--model", "model_path", default="models/alae.pt", show_default=True,
+                            type=click.Path(dir_okay=False),
+                            help="model file written by the train stage")
+device_option = click.option("--device", default="cpu", show_default=True,
+                             help="torch device, e.g. cuda")
+
+
+def _model_and_images(model_path: str, device: str, paths) -> tuple:
+    from alae.images import expand, load_images
+
+    model, _, _ = load_model(model_path, torch.device(device))
+    files = expand(paths)
+    x = load_images(files, model.resolution, model.channels).to(device)
+    return model, files, x
+
+
+@main.command()
+@model_option
+@click.argument("images", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="codes file (.npy, one w per image); the file names go to OUT.txt")
+@device_option
+@exits_cleanly
+def encode(model_path: str, images: tuple[str, ...], out: str, device: str) -> None:
+    """Encode IMAGES (files or folders) into W: one code per image."""
+    import numpy as np
+
+    model, files, x = _model_and_images(model_path, device, images)
+    with torch.no_grad():
+        w = model.encode(x).cpu().numpy()
+    with atomic_open(out, "wb") as f:
+        np.save(f, w)
+    with atomic_open(str(out) + ".txt", "w") as f:
+        f.write("".join(f"{p}\n" for p in files))
+    click.echo(f"encoded {len(files)} images to {out} ({w.shape[1]}-d), names in {out}.txt")
+
+
+@main.command()
+@model_option
+@click.argument("images", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@device_option
+@exits_cleanly
+def reconstruct(model_path: str, images: tuple[str, ...], out: str, device: str) -> None:
+    """Write G(E(x)) of each of IMAGES to OUT/<name>.png at the model's resolution."""
+    from alae.images import save_image
+
+    model, files, x = _model_and_images(model_path, device, images)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        rec = model.reconstruct(x)
+    for path, r in zip(files, rec):
+        save_image(r, Path(out) / f"{path.stem}.png")
+    click.echo(f"reconstructed {len(files)} images into {out}")
+
+
+@main.command()
+@model_option
+@click.argument("image_a", type=click.Path(exists=True, dir_okay=False))
+@click.argument("image_b", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--steps", default=8, show_default=True, type=click.IntRange(min=2))
+@device_option
+@exits_cleanly
+def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: int,
+                device: str) -> None:
+    """Decode E(A)..E(B) linearly interpolated in W, in one row: A, the steps, B."""
+    from alae.figures import grid
+
+    model, _, x = _model_and_images(model_path, device, [image_a, image_b])
+    t = torch.linspace(0, 1, steps, device=x.device)[:, None]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        wa, wb = model.encode(x)
+        row = torch.cat([x[:1], model.decode(torch.lerp(wa.expand(steps, -1), wb.expand(steps, -1), t)), x[1:]])
+    save_png(grid([row], ["A ... B"]), out)
+    click.echo(f"wrote {steps} interpolation steps to {out}")
+
+
+@main.command()
+@model_option
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dest", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--styles", type=click.Choice(["coarse", "middle", "fine"]), required=True,
+              help="which of SOURCE's styles replace DEST's")
+@device_option
+@exits_cleanly
+def mix(model_path: str, source: str, dest: str, out: str, styles: str, device: str) -> None:
+    """DEST with SOURCE's coarse, middle or fine styles (StyleALAE only)."""
+    from alae.errors import UserError
+    from alae.figures import mix_styles, style_ranges
+    from alae.images import save_image
+
+    model, _, x = _model_and_images(model_path, device, [source, dest])
+    if not model.progressive:
+        raise UserError(f"{model_path}: style mixing needs a StyleALAE (model.kind: style)")
+    ranges = style_ranges(model)
+    if styles not in ranges:
+        raise UserError(f"--styles {styles}: a {model.resolution}x{model.resolution} model has only "
+                        f"{', '.join(ranges)} styles")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        w = model.encode(x)
+        mixed = model.decode(mix_styles(model, w[1:], w[:1], ranges[styles]))
+    save_image(mixed[0], out)
+    click.echo(f"wrote {dest} with the {styles} styles of {source} to {out}")
+
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,64 @@
+"""Image files in and out of a trained model, for the `alae` command: any image file is
+cropped, resized and converted exactly as the shard stage stores it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from alae.data.sources import load_image
+from alae.errors import UserError
+from alae.figures import to_uint8
+from alae.io import atomic_open
+
+SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+def expand(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders become their image files, recursively, in sorted order."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in SUFFIXES and f.is_file())
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise UserError(f"{p}: no such file or folder")
+    if not out:
+        raise UserError(f"{', '.join(map(str, paths))}: no image files found")
+    return out
+
+
+def _has_colour(path: Path) -> bool:
+    with Image.open(path) as img:
+        if img.mode in ("L", "LA", "1", "I", "I;16", "F"):
+            return False
+        rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+    return bool((rgb.max(axis=2) - rgb.min(axis=2) > 8).any())
+
+
+def load_images(paths: Iterable[Path], resolution: int, channels: int) -> torch.Tensor:
+    """(N, channels, resolution, resolution) in [-1, 1]. A colour image for a grayscale model is
+    refused rather than silently converted: its codes would describe another picture."""
+    images = []
+    for path in paths:
+        try:
+            if channels == 1 and _has_colour(path):
+                raise UserError(f"{path}: colour image, but the model was trained on 1-channel "
+                                "(grayscale) images")
+            img = load_image(path, resolution, channels)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise UserError(f"{path}: unreadable image ({type(e).__name__})") from None
+        a = np.asarray(img, dtype=np.float32).reshape(resolution, resolution, channels)
+        images.append(torch.from_numpy(a).permute(2, 0, 1) / 127.5 - 1.0)
+    return torch.stack(images)
+
+
+def save_image(x: torch.Tensor, path: str | Path) -> None:
+    """One image (C, H, W) in [-1, 1] as PNG, written atomically."""
+    a = to_uint8(x[None])[0]
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(f, format="PNG")
