@@ -158,7 +158,8 @@ def fid(path_a: str, path_b: str, features: str, featurenet: str, dims: int, bat
     """FID between PATH_A and PATH_B, each a folder of images or an .npz with mu and sigma: the
     command shape of `python -m pytorch_fid`. The output line names the feature space; classifier
     numbers are not comparable with Inception FIDs in papers."""
-    from alae.metrics.features import load_extractor, resolve_device, space_name
+    from alae.devices import resolve_device
+    from alae.metrics.features import load_extractor, space_name
     from alae.metrics.folder import describe, fid_of_paths, save_path_stats
 
     space = space_name(features, dims)
@@ -242,14 +243,13 @@ def reconstruct(model_path: str, images: tuple[str, ...], out: str, device: str)
 def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: int,
                 device: str) -> None:
     """Decode E(A)..E(B) linearly interpolated in W, in one row: A, the steps, B."""
-    from alae.figures import grid
+    from alae.figures import grid, lerp_codes
 
     model, _, x = _model_and_images(model_path, device, [image_a, image_b])
-    t = torch.linspace(0, 1, steps, device=x.device)[:, None]
     torch.manual_seed(0)
     with torch.no_grad():
         wa, wb = model.encode(x)
-        row = torch.cat([x[:1], model.decode(torch.lerp(wa.expand(steps, -1), wb.expand(steps, -1), t)), x[1:]])
+        row = torch.cat([x[:1], model.decode(lerp_codes(wa, wb, steps)), x[1:]])
     save_png(grid([row], ["A ... B"]), out)
     click.echo(f"wrote {steps} interpolation steps to {out}")
 

@@ -87,6 +87,12 @@ def reconstructions_figure(model: ALAE, shards_dir: str | Path, cfg: FiguresConf
     return grid(rows, labels)
 
 
+def lerp_codes(wa: torch.Tensor, wb: torch.Tensor, steps: int) -> torch.Tensor:
+    """`steps` codes (steps, latent) on the straight line from wa to wb in W, ends included."""
+    t = torch.linspace(0, 1, steps, device=wa.device)[:, None]
+    return torch.lerp(wa.reshape(1, -1).expand(steps, -1), wb.reshape(1, -1).expand(steps, -1), t)
+
+
 @torch.no_grad()
 def interpolation_figure(model: ALAE, shards_dir: str | Path, cfg: FiguresConfig) -> Image.Image:
     """Pairs of real test images; their codes E(x) linearly interpolated in W and decoded. The
@@ -95,10 +101,9 @@ def interpolation_figure(model: ALAE, shards_dir: str | Path, cfg: FiguresConfig
     real = _test_images(model, shards_dir, 2 * cfg.pairs)
     a, b = real[0::2], real[1::2]
     wa, wb = model.encode(a), model.encode(b)
-    t = torch.linspace(0, 1, steps, device=real.device)
     rows, labels = [], []
     for i in range(cfg.pairs):
-        w = torch.lerp(wa[i:i + 1].expand(steps, -1), wb[i:i + 1].expand(steps, -1), t[:, None])
+        w = lerp_codes(wa[i], wb[i], steps)
         torch.manual_seed(cfg.seed)
         rows.append(torch.cat([a[i:i + 1], model.decode(w), b[i:i + 1]]))
         labels.append("x_a ... x_b" if i == 0 else "")

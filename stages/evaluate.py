@@ -18,8 +18,8 @@ from alae.config import load_params  # noqa: E402
 from alae.errors import CheckpointError, exits_cleanly  # noqa: E402
 from alae.io import write_json  # noqa: E402
 from alae.metrics import evaluate_model, note, provenance  # noqa: E402
-from alae.metrics.features import (ClassifierFeatures, load_extractor,  # noqa: E402
-                                   resolve_device)
+from alae.devices import resolve_device  # noqa: E402
+from alae.metrics.features import ClassifierFeatures, load_extractor  # noqa: E402
 from alae.metrics.ppl import choose_distance  # noqa: E402
 from alae.metrics.refstats import load_reference  # noqa: E402
 from alae.tracking import pipeline_run  # noqa: E402
@@ -48,7 +48,7 @@ def main(params_path: str, model_path: str, featurenet: str, refstats: str, shar
          out: str) -> None:
     params = load_params(params_path)
     cfg = params.evaluate
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "evaluate.device")
     model, _, meta = load_model(model_path, device)
     extractor = load_extractor(cfg.features, featurenet, device)
     reference = None

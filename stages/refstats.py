@@ -11,7 +11,8 @@ import click  # noqa: E402
 
 from alae.config import load_params  # noqa: E402
 from alae.errors import exits_cleanly  # noqa: E402
-from alae.metrics.features import load_extractor, resolve_device  # noqa: E402
+from alae.devices import resolve_device  # noqa: E402
+from alae.metrics.features import load_extractor  # noqa: E402
 from alae.metrics.refstats import write_reference  # noqa: E402
 
 
@@ -26,7 +27,7 @@ from alae.metrics.refstats import write_reference  # noqa: E402
 @exits_cleanly
 def main(params_path: str, featurenet: str, shards: str, out: str, batch_size: int) -> None:
     params = load_params(params_path)
-    device = resolve_device(params.evaluate.device)
+    device = resolve_device(params.evaluate.device, "evaluate.device")
     extractor = load_extractor(params.evaluate.features, featurenet, device)
     stats = write_reference(out, extractor, shards, batch_size)
     click.echo(f"refstats: {stats.n} test images in the {extractor.name} space -> {out}")

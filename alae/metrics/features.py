@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from alae.errors import UserError
 from alae.featurenet import Featurenet, load_featurenet
 from alae.metrics.inception import DIMS, InceptionFeatures
 
@@ -88,13 +87,3 @@ def load_extractor(name: str, featurenet: str | Path | None = None,
     if name == "inception":
         return InceptionFeatures.load(device, dims)
     raise ValueError(f"unknown feature space {name!r}; known: {', '.join(SPACES)}")
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when there is one, else the CPU; UserError for CUDA where there is none."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available here")
-    return device

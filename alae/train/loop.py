@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from alae.config import Params
 from alae.data import read_manifest, train_batches
+from alae.devices import resolve_device
 from alae.errors import UserError
 from alae.progress import progress_bar
 from alae.nn import ALAE, build_model
@@ -62,15 +63,6 @@ class TrainResult:
         return state
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device: {name!r} requested but CUDA is not available here")
-    return device
-
-
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast where asked; on a CPU without bf16 units it is slower, so it is opt-in."""
     if not enabled:
@@ -104,7 +96,7 @@ def train(params: Params, shards_dir: str | Path, report: Optional[Report] = Non
     torch.manual_seed(params.seed)
     manifest = read_manifest(shards_dir)
     channels, resolution = manifest["channels"], manifest["resolution"]
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "train.device")
 
     model = build_model(params.model, channels, resolution).to(device)
     ema = make_ema(model)
