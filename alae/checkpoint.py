@@ -7,8 +7,11 @@ states (as tensors), under "training".
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -43,6 +46,11 @@ def save_model(path: str | Path, ema: ALAE, params: Params, meta: dict[str, Any]
     atomic_save(ckpt, path)
 
 
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """The raw checkpoint dict (format checked), as `Trainer(resume=...)` takes it."""
+    return _load(Path(path), device)
+
+
 def _load(path: Path, device: str | torch.device) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: model file not found")
@@ -75,6 +83,12 @@ def load_training_state(path: str | Path, device: str | torch.device = "cpu"
     return model.to(device), ema, params, state
 
 
+def load_snapshots(path: str | Path) -> dict[int, torch.Tensor]:
+    """The per-level sample grids training kept (uint8, by level of detail); {} if none."""
+    training = _load(Path(path), "cpu").get("training", {})
+    return {int(k): v for k, v in training.get("snapshots", {}).items()}
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ALAE, Params, dict]:
     """The EMA model (eval mode, no grad), its params and the training metadata."""
     path = Path(path)
@@ -87,3 +101,64 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[AL
         raise CheckpointError(f"{path}: damaged model file ({str(e).splitlines()[0]})") from None
     model.to(device).eval().requires_grad_(False)
     return model, params, ckpt.get("meta", {})
+
+
+class RunCheckpoints:
+    """The resumable checkpoints of one run, in its working folder (DESIGN.md: under the repo
+    root, named by the run key, not a DVC output): `ckpt-<images seen>.pt`, the newest `keep`."""
+
+    PATTERN = "ckpt-*.pt"
+
+    def __init__(self, folder: str | Path, keep: int = 3):
+        self.folder, self.keep = Path(folder), keep
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator["RunCheckpoints"]:
+        """Held while training: a second process on the same run (the same params and code,
+        e.g. queued twice) stops at once instead of writing into the same checkpoints."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"{self.folder}: another process is training this run (same "
+                                "params and code); wait for it or stop it") from None
+            # Temporary files of a writer that was killed mid-write (the rename never happened).
+            for stale in self.folder.glob(".ckpt-*.tmp"):
+                stale.unlink(missing_ok=True)
+            try:
+                yield self
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def paths(self) -> list[Path]:
+        """Oldest first (the zero-padded images-seen count sorts as text)."""
+        return sorted(self.folder.glob(self.PATTERN))
+
+    def save(self, ema: ALAE, params: Params, meta: dict[str, Any], training: dict[str, Any]
+             ) -> Path:
+        path = self.folder / f"ckpt-{int(training['images_seen']):012d}.pt"
+        save_model(path, ema, params, meta, training=training)
+        for old in self.paths()[:-self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def latest(self, params: Params, device: str | torch.device = "cpu"
+               ) -> tuple[Optional[Path], Optional[dict]]:
+        """The newest checkpoint that loads, and its path; a damaged newer one is named on
+        stderr and passed over (writes are atomic, so this takes a disk fault or a hand edit)."""
+        for path in reversed(self.paths()):
+            try:
+                ckpt = _load(path, device)
+            except CheckpointError as e:
+                print(f"warning: {e}; trying an older checkpoint", file=sys.stderr)
+                continue
+            if "training" not in ckpt:
+                print(f"warning: {path}: holds no training state; trying an older checkpoint",
+                      file=sys.stderr)
+                continue
+            if ckpt["params"] != params.to_dict():
+                raise CheckpointError(f"{path}: written with other params than this run's "
+                                      "(its folder is named by the run key: was it copied?)")
+            return path, ckpt
+        return None, None

@@ -119,6 +119,10 @@ class TrainConfig:
     beta2: float = 0.99
     ema_kimg: float = 10.0       # half-life of the EMA networks, in thousands of images
     tick_kimg: float = 4.0       # log losses and img/s every this many thousand images
+    checkpoint_kimg: float = 20.0  # resumable checkpoint this often (at the next tick end)
+    keep_checkpoints: int = 3    # most recent checkpoints kept in .alae/runs/<run key>/
+    fid_every_kimg: float = 0.0  # quick classifier-space FID this often (0 = off)
+    fid_images: int = 1000       # generated images per quick FID
     device: str = "auto"         # auto | cpu | cuda | cuda:N
     amp: bool = False            # bf16 autocast (CUDA, or CPUs with AMX)
     threads: int = 0             # torch CPU threads; 0 = torch's default
@@ -136,6 +140,12 @@ class TrainConfig:
         _require("train.beta2", self.beta2, 0 <= self.beta2 < 1, "in [0, 1)")
         _require("train.ema_kimg", self.ema_kimg, self.ema_kimg >= 0, ">= 0")
         _require("train.tick_kimg", self.tick_kimg, self.tick_kimg > 0, "> 0")
+        _require("train.checkpoint_kimg", self.checkpoint_kimg, self.checkpoint_kimg >= 0,
+                 ">= 0 (0: only at the end)")
+        _require("train.keep_checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 1, ">= 1")
+        _require("train.fid_every_kimg", self.fid_every_kimg, self.fid_every_kimg >= 0,
+                 ">= 0 (0: off)")
+        _require("train.fid_images", self.fid_images, self.fid_images >= 2, ">= 2")
         _require("train.device", self.device,
                  self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                  "auto, cpu, cuda or cuda:N")

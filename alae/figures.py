@@ -41,6 +41,25 @@ def grid(rows: Sequence[torch.Tensor], labels: Sequence[str], scale: int = 2) ->
     return canvas
 
 
+def from_uint8(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float in [-1, 1]: the inverse of the snapshots' storage."""
+    return x.float() / 127.5 - 1.0
+
+
+def snapshot_grid(images: torch.Tensor, label: str, columns: int = 8) -> Image.Image:
+    """A training-time sample grid (uint8 snapshot) in rows of `columns`, labelled once."""
+    rows = [from_uint8(images[i:i + columns]) for i in range(0, len(images), columns)]
+    return grid(rows, [label] + [""] * (len(rows) - 1))
+
+
+def progress_figure(snapshots: dict[int, torch.Tensor], columns: int = 8) -> Image.Image:
+    """The fixed-seed samples at the end of each level of detail, one labelled row per level
+    (each upsampled to the final resolution when it was taken)."""
+    lods = sorted(snapshots)
+    rows = [from_uint8(snapshots[lod][:columns]) for lod in lods]
+    return grid(rows, [f"{4 * 2 ** lod}x{4 * 2 ** lod} end" for lod in lods])
+
+
 def save_png(image: Image.Image, path: str | Path) -> None:
     with atomic_open(path, "wb") as f:
         image.save(f, format="PNG")

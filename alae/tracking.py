@@ -3,6 +3,11 @@
 Every stage opens the run tagged with the configuration's run key (a hash of the resolved params
 and the code), creating it and logging the flattened params once when it is new. So `dvc repro`
 and `dvc exp run` with the same params and code continue one run, and any change starts another.
+
+A tracking server that goes away mid-stage does not stop training: metrics that cannot be sent
+wait in `.alae/runs/<run key>/pending_metrics.jsonl` and are sent, in order and with their
+original steps and times, at the next log call that gets through, or when any stage of the same
+run opens it again. A stage that ends with metrics still waiting fails, saying so.
 """
 from __future__ import annotations
 
@@ -11,18 +16,25 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from alae.config import Params
-from alae.errors import UserError
+from alae.errors import Stopped, UserError
 
 EXPERIMENT = "alae"
 KEY_TAG = "alae.run_key"
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 CODE_GLOBS = ("alae/**/*.py", "stages/*.py", "dvc.yaml")
+
+
+def run_dir(key: str, root: Optional[Path] = None) -> Path:
+    """The run's git-ignored working folder: resumable checkpoints, metrics waiting to be sent."""
+    return (root or repo_root()) / ".alae" / "runs" / key
 
 
 def repo_root() -> Path:
@@ -63,28 +75,123 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 class PipelineRun:
-    """The MLflow run of one pipeline configuration, as the stages use it."""
+    """The MLflow run of one pipeline configuration, as the stages use it.
 
-    def __init__(self, client: Any, run_id: str, key: str):
-        self.client, self.run_id, self.key = client, run_id, key
+    Metrics never stop a stage: what cannot be sent waits in the run's pending file (appended,
+    fsync'ed) and is sent first at the next attempt; after a failure the store is left alone for
+    `RETRY_SECONDS`, so a dead server costs one timeout, not one per tick. Everything else
+    (artifacts, tags, reading back) raises a one-line UserError when the store is away.
+    """
+
+    RETRY_SECONDS = 30.0
+
+    def __init__(self, client: Any, run_id: str, key: str, workdir: Path, uri: str = ""):
+        self.client, self.run_id, self.key, self.uri = client, run_id, key, uri
+        self.workdir = workdir
+        self.pending = workdir / "pending_metrics.jsonl"
+        self._retry_at = 0.0
+        self._warned = False
 
     def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
-        from mlflow.entities import Metric
-        import time
+        """Log now, or keep them for later if the store cannot be reached (never lost)."""
+        record = {"t": int(time.time() * 1000), "step": int(step or 0),
+                  "metrics": {k: float(v) for k, v in metrics.items()}}
+        if self.send_pending():
+            try:
+                self._send([record])
+                return
+            except Exception as e:  # noqa: BLE001 - any transport or store error: keep them
+                self._unreachable(e)
+        self.pending.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.pending, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+    def send_pending(self, force: bool = False) -> bool:
+        """Send what waits in the pending file, in order; True when nothing waits any more.
+        Within `RETRY_SECONDS` of a failure it does not try, unless `force`."""
+        if not self.pending.is_file():
+            return True
+        if not force and time.monotonic() < self._retry_at:
+            return False
+        records = [json.loads(line) for line in self.pending.read_text().splitlines() if line]
+        try:
+            self._send(records)
+        except Exception as e:  # noqa: BLE001
+            self._unreachable(e)
+            return False
+        self.pending.unlink()
+        print(f"tracking: sent {len(records)} waiting metric records to {self.uri}",
+              file=sys.stderr)
+        self._warned = False
+        return True
+
+    def pending_count(self) -> int:
+        if not self.pending.is_file():
+            return 0
+        return sum(1 for line in self.pending.read_text().splitlines() if line)
+
+    def _send(self, records: list[dict]) -> None:
+        from mlflow.entities import Metric
+
+        batch = [Metric(k, v, r["t"], r["step"]) for r in records for k, v in r["metrics"].items()]
+        for i in range(0, len(batch), 1000):  # MLflow's per-request limit
+            self.client.log_batch(self.run_id, metrics=batch[i:i + 1000])
+
+    def _unreachable(self, error: Exception) -> None:
+        self._retry_at = time.monotonic() + self.RETRY_SECONDS
+        if not self._warned:
+            print(f"warning: tracking store {self.uri} not reachable ({_first_line(error)}); "
+                  f"metrics wait in {self.pending} and are sent when it is back", file=sys.stderr)
+            self._warned = True
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - transport and store errors alike
+            raise UserError(f"tracking store {self.uri}: {what} failed ({_first_line(e)}); run "
+                            "the stage again when the store is back (a finished training is "
+                            "not repeated)") from None
+
+    def log_image(self, image: Any, key: str, step: int) -> None:
+        """An image the MLflow UI can step through (uint8 HxW or HxWxC)."""
+        self._call(f"logging image {key!r}", self.client.log_image, self.run_id, image,
+                   key=key, step=int(step))
+
+    def logged_image_steps(self, key: str) -> set[int]:
+        """Steps already stored for an image key (MLflow names them `images/<key>+step+<n>+...`)."""
+        steps = set()
+        for info in self._call("listing images", self.client.list_artifacts, self.run_id, "images"):
+            name = Path(info.path).name
+            if name.startswith(f"{key}+step+"):
+                steps.add(int(name.split("+")[2]))
+        return steps
 
     def log_artifact(self, path: str | Path, artifact_path: Optional[str] = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self._call(f"storing artifact {path}", self.client.log_artifact, self.run_id, str(path),
+                   artifact_path)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+            self._call(f"setting tag {k}", self.client.set_tag, self.run_id, k, str(v))
 
     def logged_steps(self, metric: str) -> set[int]:
-        return {m.step for m in self.client.get_metric_history(self.run_id, metric)}
+        """Steps of `metric` the run holds, counting those still waiting to be sent."""
+        history = self._call(f"reading {metric}", self.client.get_metric_history, self.run_id,
+                             metric)
+        steps = {m.step for m in history}
+        if self.pending.is_file():
+            for line in self.pending.read_text().splitlines():
+                record = json.loads(line) if line else {}
+                if metric in record.get("metrics", {}):
+                    steps.add(record["step"])
+        return steps
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]
 
 
 def _git(*args: str, cwd: Path) -> Optional[str]:
@@ -139,6 +246,13 @@ def pipeline_run(params: Params, stage: str) -> Iterator[PipelineRun]:
     root = repo_root()
     uri = tracking_uri(root)
     check_reachable(uri)
+    if uri.startswith(("http://", "https://")):
+        # MLflow's defaults (7 retries, 120 s timeouts) would stall training for minutes per
+        # call while a server is away; our own pending file does the waiting instead.
+        for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
+                            ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+            os.environ.setdefault(name, value)
     client = MlflowClient(tracking_uri=uri)
     exp_id = _experiment_id(client, uri)
     key = run_key(params)
@@ -152,13 +266,23 @@ def pipeline_run(params: Params, stage: str) -> Iterator[PipelineRun]:
         flat = [Param(k, json.dumps(v) if not isinstance(v, str) else v)
                 for k, v in sorted(params.flat().items())]
         client.log_batch(run_id, params=flat)
-    run = PipelineRun(client, run_id, key)
+    run = PipelineRun(client, run_id, key, run_dir(key, root), uri)
     run.set_tags(_tags(key, root))
+    run.send_pending(force=True)  # what an earlier stage of this run could not send
     try:
         yield run
     except BaseException as e:
-        client.set_tag(run_id, "alae.error", f"{stage}: {e}"[:5000])
-        client.set_terminated(run_id, status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        killed = isinstance(e, (KeyboardInterrupt, Stopped))
+        try:
+            client.set_tag(run_id, "alae.error", f"{stage}: {e}"[:5000])
+            client.set_terminated(run_id, status="KILLED" if killed else "FAILED")
+        except Exception as tracking_error:  # noqa: BLE001 - the stage's own error matters more
+            print(f"warning: could not mark the MLflow run {run_id} "
+                  f"({type(tracking_error).__name__})", file=sys.stderr)
         raise
+    if not run.send_pending(force=True):
+        raise UserError(f"{stage}: its outputs are written, but {run.pending_count()} metric "
+                        f"records still wait in {run.pending} for the tracking store {uri}: "
+                        "run the stage again (or `dvc repro`) when it is back (a finished training is not repeated)")
     client.set_tag(run_id, "alae.error", "")
     client.set_terminated(run_id, status="FINISHED")

@@ -8,11 +8,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import click  # noqa: E402
 
-from alae.checkpoint import load_model  # noqa: E402
+from alae.checkpoint import load_model, load_snapshots  # noqa: E402
 from alae.config import load_params  # noqa: E402
 from alae.errors import exits_cleanly  # noqa: E402
 from alae.figures import (interpolation_figure, reconstructions_figure, samples_figure,  # noqa: E402
-                          save_png, style_mixing_figure)
+                          progress_figure, save_png, style_mixing_figure)
 from alae.tracking import pipeline_run  # noqa: E402
 
 
@@ -36,9 +36,16 @@ def main(params_path: str, model_path: str, shards: str, out: str) -> None:
         }
         if model.progressive:
             figures["style_mixing.png"] = style_mixing_figure(model, shards, cfg)
+            snapshots = load_snapshots(model_path)
+            if snapshots:
+                figures["progress.png"] = progress_figure(snapshots, cfg.columns)
+            else:
+                click.echo(f"figures: {model_path} holds no per-level samples (not written by "
+                           "the train stage?); progress.png not written")
         else:
-            click.echo("figures: style_mixing.png does not apply to model.kind "
-                       f"{params.model.kind!r} (one w for the whole image); not written")
+            click.echo("figures: style_mixing.png and progress.png do not apply to model.kind "
+                       f"{params.model.kind!r} (one w for the whole image, no growing); "
+                       "not written")
         for stale in set(p.name for p in out_dir.glob("*.png")) - set(figures):
             (out_dir / stale).unlink()  # a figure of another model kind must not linger
         for name, image in figures.items():

@@ -29,6 +29,16 @@ def tiny_shards(fashion_mnist, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def shards8(fashion_mnist, tmp_path_factory) -> Path:
+    """Real Fashion-MNIST at 8x8, 2000 images per split in shards of 1000: fast training."""
+    from alae.data import write_shards
+
+    out = tmp_path_factory.mktemp("s8") / "shards"
+    write_shards(DataConfig(path=str(fashion_mnist), resolution=8, limit=2000, shard_size=1000), out)
+    return out
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_mlflow_store(tmp_path_factory):
     """Stages run by tests record into a throw-away store, never the checkout's mlflow.db."""

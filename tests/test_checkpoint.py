@@ -74,13 +74,14 @@ STYLE = {"model": {"kind": "style", "latent": 8, "mapping_layers": 2, "start_cha
 
 def test_style_checkpoint_gives_identical_outputs_and_keeps_the_training_state(tiny_shards, tmp_path):
     from alae.checkpoint import load_training_state
-    from alae.train.loop import train
+    from alae.train.loop import Trainer
 
     params = parse_params(STYLE)
-    result = train(params, tiny_shards, progress=False)
+    trainer = Trainer(params, tiny_shards)
+    result = trainer.run(progress=False)
     path = tmp_path / "alae.pt"
     save_model(path, result.ema, params, meta={"images_seen": result.images_seen},
-               training=result.state())
+               training=trainer.state())
     raw = torch.load(path, weights_only=True)  # everything in it is plain tensors and containers
     assert {"model", "opt_ed", "opt_fg", "images_seen", "rng"} <= set(raw["training"])
     assert raw["training"]["images_seen"] == result.images_seen

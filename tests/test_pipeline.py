@@ -19,7 +19,8 @@ TINY = {
               "max_channels": 16},
     # grows 4 -> 32 in 0.75 kimg (levels of 0.25 kimg), then 0.25 kimg at 32x32
     "train": {"kimg": 1.0, "batch_size": 32, "tick_kimg": 0.25, "ema_kimg": 0.5,
-              "transition_kimg": 0.125, "stabilize_kimg": 0.125},
+              "transition_kimg": 0.125, "stabilize_kimg": 0.125, "checkpoint_kimg": 0.5,
+              "fid_every_kimg": 0.5, "fid_images": 100},
     "evaluate": {"num_images": 200, "batch_size": 100, "ppl_samples": 100, "probe_train": 200},
     "figures": {"samples": 16, "pairs": 2},
 }
@@ -28,7 +29,7 @@ EVAL_KEYS = ("fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "ms
              "ppl_full_classifier", "ppl_end_classifier", "probe_acc", "probe_acc_pixels")
 
 FIGURES = ("samples.png", "samples_untruncated.png", "reconstructions.png", "interpolation.png",
-           "style_mixing.png")  # the default model is the StyleALAE, so style mixing applies
+           "style_mixing.png", "progress.png")  # the default StyleALAE: mixing and growing apply
 
 pytestmark = pytest.mark.slow
 
@@ -106,6 +107,10 @@ def test_one_mlflow_run_with_params_tick_metrics_and_artifacts(repo):
     assert run.data.params["train.batch_size"] == "32"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")]
     assert steps == [256, 512, 768, 1024]  # one value per tick, at the images-seen step
+    quick = [m.step for m in client.get_metric_history(run.info.run_id, "fid_quick_classifier")]
+    assert quick == [512, 1024]  # train.fid_every_kimg 0.5
+    images = {int(a.path.split("+")[2]) for a in client.list_artifacts(run.info.run_id, "images")}
+    assert images == {256, 512, 768, 1024}  # the grid at the end of each level, with its step
     for key in (*EVAL_KEYS, "img_per_s"):
         assert key in run.data.metrics
     assert run.data.tags["alae.run_key"] and run.data.tags["git.commit"]

@@ -133,18 +133,8 @@ def test_adam_betas_and_steps_reach_every_network(model):
     assert ids == {id(p) for p in model.parameters()}
 
 
-@pytest.fixture(scope="module")
-def shards8(fashion_mnist, tmp_path_factory):
-    from alae.config import DataConfig
-    from alae.data import write_shards
-
-    out = tmp_path_factory.mktemp("s8") / "shards"
-    write_shards(DataConfig(path=str(fashion_mnist), resolution=8, limit=2000, shard_size=1000), out)
-    return out
-
-
 def test_short_cpu_run_at_8x8_grows_resets_adam_and_lae_falls(shards8):
-    from alae.train.loop import train
+    from alae.train.loop import Hooks, train
 
     params = parse_params({
         "lr": 0.002, "seed": 0,
@@ -154,8 +144,8 @@ def test_short_cpu_run_at_8x8_grows_resets_adam_and_lae_falls(shards8):
                   "stabilize_kimg": 1.0, "tick_kimg": 1.0, "ema_kimg": 0.5, "threads": 1},
     })
     grids = []
-    result = train(params, shards8, progress=False,
-                   snapshot=lambda nimg, lod, images: grids.append((nimg, lod, images.shape)))
+    result = train(params, shards8, progress=False, hooks=Hooks(
+        snapshot=lambda nimg, lod, images: grids.append((nimg, lod, images.shape))))
     rows = result.history
     assert [r["lod"] for r in rows] == [0, 0, 1, 1, 1, 1]
     assert [r["resolution"] for r in rows] == [4, 4, 8, 8, 8, 8]

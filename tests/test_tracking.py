@@ -78,3 +78,38 @@ def test_unreachable_server_fails_within_seconds_naming_the_uri(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: MLFLOW_TRACKING_URI {uri}: ")
     assert not (tmp_path / "shards").exists()
+
+
+def test_metrics_wait_while_the_store_is_away_and_arrive_in_order(store, tmp_path, monkeypatch,
+                                                                   capsys):
+    client, _ = store
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    params = parse_params({"seed": 5})
+    with pytest.raises(Exception, match="records still wait"):
+        with pipeline_run(params, "train") as run:
+            real_log_batch = run.client.log_batch
+
+            def down(*args, **kwargs):
+                raise ConnectionError("Connection refused")
+
+            monkeypatch.setattr(run.client, "log_batch", down)
+            for step in (1, 2, 3):
+                run.log_metrics({"loss_d": float(step)}, step=step)
+            assert run.pending_count() == 3 and run.logged_steps("loss_d") == {1, 2, 3}
+            run._retry_at = 0.0  # the store is back before the stage ends
+            monkeypatch.setattr(run.client, "log_batch", real_log_batch)
+            run.log_metrics({"loss_d": 4.0}, step=4)
+            assert not run.pending.exists()
+            monkeypatch.setattr(run.client, "log_batch", down)  # ...and gone again at the end
+            run.log_metrics({"loss_d": 5.0}, step=5)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "not reachable" in line]
+    assert len(warnings) == 2  # once per outage (not per metric), naming the file
+    assert all(str(run.pending) in w for w in warnings)
+    history = client.get_metric_history(run.run_id, "loss_d")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
+        [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
+    with pipeline_run(params, "train"):  # the next stage of the run sends what waits
+        pass
+    steps = sorted(m.step for m in client.get_metric_history(run.run_id, "loss_d"))
+    assert steps == [1, 2, 3, 4, 5] and not run.pending.exists()
+    assert client.get_run(run.run_id).info.status == "FINISHED"

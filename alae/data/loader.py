@@ -133,11 +133,12 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def train_batches(shards_dir: str | Path, resolution: int, batch_size: int, seed: int, *,
-                  rank: int = 0, world_size: int = 1,
-                  shuffle_buffer: int = 10000) -> Iterator[Batch]:
+                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 10000,
+                  skip: int = 0) -> Iterator[Batch]:
     """Endless shuffled batches: x (B, C, resolution, resolution) in [-1, 1], and labels or None.
 
-    Same seed, same batches. With `world_size` > 1 each rank reads a disjoint part of every epoch
+    Same seed, same batches. `skip` passes over that many samples without decoding them: a
+    resumed run continues the stream where the checkpoint left it. With `world_size` > 1 each rank reads a disjoint part of every epoch
     (whole shards when there are enough, otherwise every world_size-th sample), so DDP ranks never
     run dry: the stream has no end.
     """
@@ -165,7 +166,7 @@ def train_batches(shards_dir: str | Path, resolution: int, batch_size: int, seed
 
     bufsize = max(1, shuffle_buffer)
     shuffled = wds.shuffle(bufsize=bufsize, initial=min(bufsize, 1000), rng=sample_rng)(endless())
-    return _batches(iter(shuffled), decode, batch_size)
+    return _batches(islice(shuffled, skip, None), decode, batch_size)
 
 
 def eval_batches(shards_dir: str | Path, split: str, resolution: int, batch_size: int,
