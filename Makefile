@@ -7,7 +7,7 @@ PORT ?= 5000
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test ui dataset clean-runs
+.PHONY: setup run test ui dataset clean-runs bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ run: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest
+
+bench: setup
+	$(VENV)/bin/python -m benchmarks
 
 ui: setup
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)

@@ -124,7 +124,9 @@ class TrainConfig:
     fid_every_kimg: float = 0.0  # quick classifier-space FID this often (0 = off)
     fid_images: int = 1000       # generated images per quick FID
     device: str = "auto"         # auto | cpu | cuda | cuda:N
-    amp: bool = False            # bf16 autocast (CUDA, or CPUs with AMX)
+    precision: str = "fp32"      # fp32 | bf16 (autocast; GPUs, AMX CPUs) | fp16 (CUDA, scaled)
+    r1_interval: int = 1         # lazy R1 (StyleGAN2): penalty every k-th step, times k; 1: faithful
+    channels_last: bool = False  # NHWC memory format for the convolutions
     threads: int = 0             # torch CPU threads; 0 = torch's default
 
     def check(self) -> None:
@@ -150,6 +152,8 @@ class TrainConfig:
                  self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                  "auto, cpu, cuda or cuda:N")
         _require("train.threads", self.threads, self.threads >= 0, ">= 0")
+        _choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
+        _require("train.r1_interval", self.r1_interval, self.r1_interval >= 1, ">= 1")
 
 
 @dataclass(frozen=True)

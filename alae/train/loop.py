@@ -36,6 +36,7 @@ from alae.errors import Stopped, UserError
 from alae.nn import ALAE, build_model
 from alae.progress import progress_bar
 from alae.train.ema import make_ema, update_ema
+from alae.train.precision import Precision
 from alae.train.schedule import Phase, Schedule
 from alae.train.steps import (Level, Optimizers, discriminator_step, generator_step, latent_step,
                               make_optimizers)
@@ -70,13 +71,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     optimizers: Optional[Optimizers] = None
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast where asked; on a CPU without bf16 units it is slower, so it is opt-in."""
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def blend_real(real: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -140,6 +134,9 @@ class Trainer:
         self.device = resolve_device(cfg.device, "train.device")
         self.model = build_model(params.model, manifest["channels"],
                                  manifest["resolution"]).to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+        self.precision = Precision(cfg.precision, self.device)
         self.ema = make_ema(self.model)
         self.schedule = Schedule.from_params(params, self.model.num_levels)
         self.fixed_z = torch.randn(SNAPSHOT_SAMPLES, self.model.latent,
@@ -151,7 +148,7 @@ class Trainer:
                       "fid": self._every(cfg.fid_every_kimg)}
         self.history: list[dict] = []
         self.snapshots: dict[int, torch.Tensor] = {}
-        self.lod, self.batches_drawn = -1, 0
+        self.lod, self.batches_drawn, self.steps = -1, 0, 0
         self.opt: Optional[Optimizers] = None
         self.batches: Optional[Iterator] = None
         self.seconds = 0.0  # training time over all sessions of the run
@@ -170,7 +167,8 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         """The training state beside the EMA networks (weights_only-safe: tensors, plain types)."""
         state = {"model": self.model.state_dict(), "images_seen": self.nimg, "finished": self.finished, "marks": dict(self.marks),
-                 "lod": self.lod, "batches_drawn": self.batches_drawn, "seconds": self.seconds,
+                 "lod": self.lod, "batches_drawn": self.batches_drawn, "steps": self.steps,
+                 "seconds": self.seconds,
                  "history": list(self.history), "snapshots": dict(self.snapshots),
                  "rng": {"torch": torch.get_rng_state()}}
         if self.device.type == "cuda":
@@ -190,6 +188,7 @@ class Trainer:
         self.history = list(state["history"])
         self.snapshots = {int(k): v for k, v in state["snapshots"].items()}
         self.seconds = float(state["seconds"])
+        self.steps = int(state["steps"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
@@ -236,13 +235,17 @@ class Trainer:
                 real, _ = next(self.batches)
                 self.batches_drawn += 1
                 real = blend_real(real.to(device, non_blocking=True), phase.alpha)
+                real = real.contiguous(memory_format=self.memory_format)
                 n = real.shape[0]
-                with autocast(device, cfg.amp):
-                    loss_d = discriminator_step(model, self.opt, real, cfg.r1_gamma, level,
-                                                cfg.style_mixing)
-                    loss_g = generator_step(model, self.opt, n, device, level, cfg.style_mixing)
-                    lae = latent_step(model, self.opt, n, device, level)
+                # Lazy R1: gamma * interval on every interval-th step (the same mean weight).
+                r1 = cfg.r1_gamma * cfg.r1_interval if self.steps % cfg.r1_interval == 0 else 0.0
+                loss_d = discriminator_step(model, self.opt, real, r1, level, cfg.style_mixing,
+                                            self.precision)
+                loss_g = generator_step(model, self.opt, n, device, level, cfg.style_mixing,
+                                        self.precision)
+                lae = latent_step(model, self.opt, n, device, level, self.precision)
                 update_ema(self.ema, model, n, cfg.ema_kimg)
+                self.steps += 1
                 sums += torch.stack([loss_d, loss_g, lae]).float()
                 steps += 1
                 self.nimg += n

@@ -20,6 +20,7 @@ from torch import nn
 
 from alae.nn import ALAE
 from alae.train import losses
+from alae.train.precision import FP32, Precision
 
 
 class Level(NamedTuple):
@@ -74,45 +75,55 @@ def sample_w(model: ALAE, n: int, device: torch.device, lod: Optional[int] = Non
 
 
 def discriminator_step(model: ALAE, opt: Optimizers, real: torch.Tensor, r1_gamma: float,
-                       level: Level = Level(), mixing: float = 0.0) -> torch.Tensor:
+                       level: Level = Level(), mixing: float = 0.0,
+                       precision: Precision = FP32) -> torch.Tensor:
+    """`r1_gamma` 0 skips the penalty for this step (lazy R1: the loop passes gamma * interval
+    on every interval-th step and 0 in between)."""
     lod, alpha = level
-    with torch.no_grad():
+    with torch.no_grad(), precision.autocast():
         fake = model.decode(sample_w(model, real.shape[0], real.device, lod, mixing), lod, alpha)
     real = real.detach().requires_grad_(r1_gamma > 0)
-    real_logits = model.score(real, lod, alpha)
-    loss = losses.discriminator_loss(real_logits, model.score(fake, lod, alpha))
+    with precision.autocast(enabled=r1_gamma == 0):  # R1's double backward stays in fp32
+        real_logits = model.score(real, lod, alpha)
+    with precision.autocast():
+        fake_logits = model.score(fake, lod, alpha)
+    loss = losses.discriminator_loss(real_logits.float(), fake_logits.float())
     if r1_gamma > 0:
         loss = loss + losses.r1_penalty(real_logits, real, r1_gamma)
     opt.ed.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.ed.step()
+    precision.backward(loss)
+    precision.step(opt.ed)
     return loss.detach()
 
 
 def generator_step(model: ALAE, opt: Optimizers, batch: int, device: torch.device,
-                   level: Level = Level(), mixing: float = 0.0) -> torch.Tensor:
+                   level: Level = Level(), mixing: float = 0.0,
+                   precision: Precision = FP32) -> torch.Tensor:
     lod, alpha = level
     # E and D are frozen: their weights are fixed targets and need no gradient buffers.
     _requires_grad([model.encoder, model.discriminator], False)
     try:
-        fake = model.decode(sample_w(model, batch, device, lod, mixing), lod, alpha)
-        loss = losses.generator_loss(model.score(fake, lod, alpha))
+        with precision.autocast():
+            fake = model.decode(sample_w(model, batch, device, lod, mixing), lod, alpha)
+            logits = model.score(fake, lod, alpha)
+        loss = losses.generator_loss(logits.float())
         opt.fg.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.fg.step()
+        precision.backward(loss)
+        precision.step(opt.fg)
     finally:
         _requires_grad([model.encoder, model.discriminator], True)
     return loss.detach()
 
 
 def latent_step(model: ALAE, opt: Optimizers, batch: int, device: torch.device,
-                level: Level = Level()) -> torch.Tensor:
+                level: Level = Level(), precision: Precision = FP32) -> torch.Tensor:
     lod, alpha = level
-    w = sample_w(model, batch, device)
-    loss = losses.latent_loss(model.encode(model.decode(w, lod, alpha), lod, alpha), w)
+    with precision.autocast():
+        w = sample_w(model, batch, device)
+        w_rec = model.encode(model.decode(w, lod, alpha), lod, alpha)
+    loss = losses.latent_loss(w_rec.float(), w.float())
     opt.ed.zero_grad(set_to_none=True)
     opt.fg.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.ed.step()
-    opt.fg.step()
+    precision.backward(loss)
+    precision.step(opt.ed, opt.fg)
     return loss.detach()
