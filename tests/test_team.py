@@ -19,6 +19,7 @@ import pytest
 
 from alae.config import parse_params
 from alae.tracking import pipeline_run
+from race_helpers import assert_one_experiment_one_run_each, race_pipeline_runs
 from server_helpers import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +85,7 @@ def team_server() -> Iterator[tuple[str, Path]]:
         yield url, team_dir
     finally:
         stop(proc, team_dir)
+        print(log_path.read_text())  # the server log, shown with a failure (or with -s)
         shutil.rmtree(team_dir, ignore_errors=True)
 
 
@@ -133,3 +135,13 @@ def test_a_real_stage_records_into_the_team_server(team_server, tmp_path, fashio
     assert runs[0].data.metrics["data_train_images"] == 20
     manifest = client.download_artifacts(runs[0].info.run_id, "data/manifest.json", str(tmp_path))
     assert '"train"' in Path(manifest).read_text()
+
+
+def test_workers_racing_to_create_the_experiment_on_the_server(team_server, tmp_path):
+    """PostgreSQL refuses the second `create_experiment`; the loser takes the winner's."""
+    from mlflow.tracking import MlflowClient
+
+    url, _ = team_server
+    lrs = ("0.001", "0.002", "0.003")
+    race_pipeline_runs(url, lrs, tmp_path, "alae-race")
+    assert_one_experiment_one_run_each(MlflowClient(url), lrs, "alae-race")

@@ -2,13 +2,6 @@
 racing processes, and retries while SQLite says "database is locked"."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-import time
-from pathlib import Path
-
 import pytest
 import sqlalchemy.exc
 from mlflow.exceptions import MlflowException
@@ -16,23 +9,7 @@ from mlflow.exceptions import MlflowException
 from alae import tracking
 from alae.errors import UserError
 from alae.tracking import RetryingClient, retry_locked
-
-ROOT = Path(__file__).resolve().parents[1]
-
-# One stage's worth of tracking, started by a go-file so that every process has imported mlflow and
-# torch and reaches the store at the same moment.
-WORKER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
-    from alae.config import parse_params
-    from alae.tracking import pipeline_run
-    lr, folder = float(sys.argv[1]), Path(sys.argv[2])
-    (folder / f"ready-{lr}").touch()
-    while not (folder / "go").exists():
-        time.sleep(0.005)
-    with pipeline_run(parse_params({"lr": lr}), "train") as run:
-        run.log_metrics({"loss_d": lr}, step=1)
-""")
+from race_helpers import assert_one_experiment_one_run_each, race_pipeline_runs
 
 
 def locked(n: int, result: str = "ok"):
@@ -83,30 +60,9 @@ def test_a_store_that_stays_locked_gives_one_line(no_sleep):
 
 def test_processes_racing_on_a_fresh_store_all_get_their_run(tmp_path):
     """Without the store lock, MLflow's schema migration fails in every racing process."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    lrs = ("0.001", "0.002", "0.003")
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, lr, str(tmp_path)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for lr in lrs]
-    try:
-        deadline = time.monotonic() + 120
-        while len(list(tmp_path.glob("ready-*"))) < len(lrs):
-            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
-            time.sleep(0.05)
-        (tmp_path / "go").touch()
-        outputs = [p.communicate(timeout=120)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, out in zip(procs, outputs):
-        assert p.returncode == 0, out
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
-    assert [e.name for e in client.search_experiments()].count("alae") == 1
-    runs = client.search_runs([client.get_experiment_by_name("alae").experiment_id])
-    assert sorted(r.data.params["lr"] for r in runs) == list(lrs)
-    assert {r.info.status for r in runs} == {"FINISHED"}
-    assert sorted(r.data.metrics["loss_d"] for r in runs) == [0.001, 0.002, 0.003]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    lrs = ("0.001", "0.002", "0.003")
+    race_pipeline_runs(uri, lrs, tmp_path, "alae")
+    assert_one_experiment_one_run_each(MlflowClient(uri), lrs, "alae")
