@@ -222,6 +222,9 @@ def pipeline_run(params: Params, stage: str) -> Iterator[PipelineRun]:
     # Store-creation and schema-migration chatter would bury the stage's own one-line errors.
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # It logs a traceback for every "database is locked" before raising it; the raise is enough
+    # (retried, or a one-line error), and parallel queue workers would print one per wait.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
     root = repo_root()
     uri = tracking_uri(root)
