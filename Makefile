@@ -7,11 +7,11 @@ PORT ?= 5000
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test ui dataset clean-runs bench
+.PHONY: setup run test ui team-server dataset clean-runs bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,team]'
 	touch $@
 
 dataset:
@@ -38,3 +38,10 @@ bench: setup
 
 ui: setup
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)
+
+# Team mode: PostgreSQL (data in $(TEAM_DIR)/pgdata, 127.0.0.1:$(PG_PORT)) and `mlflow server` with
+# proxied artifacts on 127.0.0.1:$(PORT), in the foreground; Ctrl-C stops both.
+TEAM_DIR ?= .team
+PG_PORT ?= 5433
+team-server: $(VENV)/.installed
+	TEAM_DIR="$(TEAM_DIR)" PG_PORT="$(PG_PORT)" PORT="$(PORT)" scripts/team_server.sh

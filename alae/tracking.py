@@ -8,20 +8,26 @@ A tracking server that goes away mid-stage does not stop training: metrics that 
 wait in `.alae/runs/<run key>/pending_metrics.jsonl` and are sent, in order and with their
 original steps and times, at the next log call that gets through, or when any stage of the same
 run opens it again. A stage that ends with metrics still waiting fails, saying so.
+
+Several stages may write one SQLite store at once (`dvc queue start -j N`): creating the store, the
+experiment and a run happen under a file lock beside the database, and every client call is retried
+with backoff while SQLite says "database is locked".
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from alae.config import Params
 from alae.errors import Stopped, UserError
@@ -30,6 +36,12 @@ EXPERIMENT = "alae"
 KEY_TAG = "alae.run_key"
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 CODE_GLOBS = ("alae/**/*.py", "stages/*.py", "dvc.yaml")
+SQLITE = "sqlite:///"
+# SQLite already waits 20 s for a lock (MLflow sets busy_timeout) but gives up at once when two
+# transactions deadlock upgrading a read lock; 8 tries with backoff add up to about half a minute.
+LOCK_ATTEMPTS = 8
+LOCK_BACKOFF_S = 0.25
+T = TypeVar("T")
 
 
 def run_dir(key: str, root: Optional[Path] = None) -> Path:
@@ -74,6 +86,76 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise UserError(f"MLFLOW_TRACKING_URI {uri}: tracking server not reachable ({e})") from None
 
 
+def _is_locked(error: BaseException) -> bool:
+    """SQLite's busy errors, however MLflow wraps them (an MlflowException around SQLAlchemy's
+    OperationalError, or the OperationalError itself while the store is being set up)."""
+    seen: set[int] = set()
+    e: Optional[BaseException] = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e)
+        if "database is locked" in text or "database table is locked" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def retry_locked(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)`, tried again with exponential backoff (and jitter, so two workers do
+    not collide again in step) while the store is locked; other errors pass through at once.
+    A failed SQLite transaction is rolled back, so trying it again cannot log anything twice."""
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if not _is_locked(e):
+                raise
+            if attempt == LOCK_ATTEMPTS - 1:
+                raise UserError(f"MLflow store still locked after {LOCK_ATTEMPTS} tries ({what}): "
+                                "too many parallel writers for SQLite; use a tracking server "
+                                "(README: Team mode)") from None
+            time.sleep(LOCK_BACKOFF_S * 2 ** attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+class RetryingClient:
+    """An MlflowClient whose every method call goes through `retry_locked`."""
+
+    def __init__(self, client: Any):
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return retry_locked(name, attr, *args, **kwargs)
+
+        return call
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store, hold an exclusive `flock` on `<db>.lock` beside the database.
+
+    Two processes opening a store that does not exist yet would both run MLflow's schema
+    migrations and fail ("Online migration expected to match one row"); two creating the
+    experiment or the run of one configuration would create two. Other stores (a tracking server,
+    PostgreSQL) order this themselves."""
+    if not uri.startswith(SQLITE):
+        yield
+        return
+    lock = Path(uri[len(SQLITE):] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class PipelineRun:
     """The MLflow run of one pipeline configuration, as the stages use it.
 
@@ -86,7 +168,9 @@ class PipelineRun:
     RETRY_SECONDS = 30.0
 
     def __init__(self, client: Any, run_id: str, key: str, workdir: Path, uri: str = ""):
-        self.client, self.run_id, self.key, self.uri = client, run_id, key, uri
+        """`client` is an MlflowClient, wrapped here so every call retries a locked store."""
+        self.client = client if isinstance(client, RetryingClient) else RetryingClient(client)
+        self.run_id, self.key, self.uri = run_id, key, uri
         self.workdir = workdir
         self.pending = workdir / "pending_metrics.jsonl"
         self._retry_at = 0.0
@@ -211,12 +295,15 @@ def _experiment_id(client: Any, uri: str) -> str:
     # A SQLite store keeps its artifacts beside it (the default: both at the repo root), not in
     # ./mlruns of whatever folder a stage happened to start in.
     location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    if uri.startswith(SQLITE):
+        location = (Path(uri[len(SQLITE):]).parent / "mlartifacts").as_uri()
     try:
         return client.create_experiment(EXPERIMENT, artifact_location=location)
-    except MlflowException:  # another stage created it a moment ago
-        return client.get_experiment_by_name(EXPERIMENT).experiment_id
+    except MlflowException:  # another process created it a moment ago (a server, not SQLite)
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def _tags(key: str, root: Path) -> dict[str, str]:
@@ -242,6 +329,9 @@ def pipeline_run(params: Params, stage: str) -> Iterator[PipelineRun]:
     # Store-creation and schema-migration chatter would bury the stage's own one-line errors.
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # It logs a traceback for every "database is locked" before raising it; the raise is enough
+    # (retried, or a one-line error), and parallel queue workers would print one per wait.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
     root = repo_root()
     uri = tracking_uri(root)
@@ -253,19 +343,20 @@ def pipeline_run(params: Params, stage: str) -> Iterator[PipelineRun]:
                             ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
                             ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
             os.environ.setdefault(name, value)
-    client = MlflowClient(tracking_uri=uri)
-    exp_id = _experiment_id(client, uri)
     key = run_key(params)
-    found = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'",
-                               max_results=1)
-    if found:
-        run_id = found[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
-    else:
-        run_id = client.create_run(exp_id, run_name=f"alae-{key[:8]}").info.run_id
-        flat = [Param(k, json.dumps(v) if not isinstance(v, str) else v)
-                for k, v in sorted(params.flat().items())]
-        client.log_batch(run_id, params=flat)
+    with store_lock(uri):
+        client = RetryingClient(retry_locked("open store", MlflowClient, tracking_uri=uri))
+        exp_id = _experiment_id(client, uri)
+        found = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'",
+                                   max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = client.create_run(exp_id, run_name=f"alae-{key[:8]}").info.run_id
+            flat = [Param(k, json.dumps(v) if not isinstance(v, str) else v)
+                    for k, v in sorted(params.flat().items())]
+            client.log_batch(run_id, params=flat)
     run = PipelineRun(client, run_id, key, run_dir(key, root), uri)
     run.set_tags(_tags(key, root))
     run.send_pending(force=True)  # what an earlier stage of this run could not send

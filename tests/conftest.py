@@ -50,3 +50,16 @@ def _private_mlflow_store(tmp_path_factory):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+@pytest.fixture(scope="session")
+def reproduced_repo(tmp_path_factory, fashion_mnist) -> Path:
+    """A tiny pipeline repository after `dvc repro`, committing what DVC's hint says (`dvc.lock`
+    and the `.gitignore`s): copy it (`copy_repo`) before changing it."""
+    from pipeline_helpers import init_pipeline_repo, run
+
+    repo = init_pipeline_repo(tmp_path_factory.mktemp("reproduced") / "repo")
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "dvc.lock", "data/.gitignore", "models/.gitignore"], repo)
+    run(["git", "commit", "-q", "-m", "dvc repro"], repo)
+    return repo

@@ -1,29 +1,11 @@
 """End to end: the real `dvc repro` and `dvc exp run` in a temporary git repository, on real
 Fashion-MNIST, with tiny params; then the outputs and the MLflow store are read back."""
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-TINY = {
-    "data": {"limit": 400, "shard_size": 200},
-    "featurenet": {"epochs": 4, "batch_size": 32, "features": 32},
-    "model": {"latent": 16, "mapping_layers": 2, "hidden": 64, "start_channels": 4,
-              "max_channels": 16},
-    # grows 4 -> 32 in 0.75 kimg (levels of 0.25 kimg), then 0.25 kimg at 32x32
-    "train": {"kimg": 1.0, "batch_size": 32, "tick_kimg": 0.25, "ema_kimg": 0.5,
-              "transition_kimg": 0.125, "stabilize_kimg": 0.125, "checkpoint_kimg": 0.5,
-              "fid_every_kimg": 0.5, "fid_images": 100},
-    "evaluate": {"num_images": 200, "batch_size": 100, "ppl_samples": 100, "probe_train": 200},
-    "figures": {"samples": 16, "pairs": 2},
-}
+from pipeline_helpers import init_pipeline_repo, run
 
 EVAL_KEYS = ("fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse",
              "ppl_full_classifier", "ppl_end_classifier", "probe_acc", "probe_acc_pixels")
@@ -34,38 +16,9 @@ FIGURES = ("samples.png", "samples_untruncated.png", "reconstructions.png", "int
 pytestmark = pytest.mark.slow
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    return out
-
-
-def deep_update(base: dict, new: dict) -> dict:
-    for k, v in new.items():
-        base[k] = deep_update(base.get(k, {}), v) if isinstance(v, dict) else v
-    return base
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, fashion_mnist) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline")
-    for name in ("alae", "stages"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
-    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q", "-b", "main"], repo)
-    run(["git", "config", "user.email", "test@example.com"], repo)
-    run(["git", "config", "user.name", "test"], repo)
-    run(["dvc", "init", "-q"], repo)
-    run(["dvc", "config", "core.analytics", "false"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "pipeline"], repo)
+    repo = init_pipeline_repo(tmp_path_factory.mktemp("pipeline"))
     run(["dvc", "repro"], repo)
     return repo
 

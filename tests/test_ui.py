@@ -4,18 +4,16 @@ Skips, saying why, where Debian's chromium is not installed (`.ci/run` installs 
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from alae.config import parse_params
 from alae.tracking import pipeline_run
+from server_helpers import free_port, wait_until_healthy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,
@@ -23,12 +21,6 @@ pytestmark = [pytest.mark.slow,
                                  "(apt-get install chromium; .ci/run does it)")]
 
 RUNS = {0.001: 12.5, 0.003: 34.25}  # lr -> fid_classifier
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -47,15 +39,7 @@ def ui(tmp_path, monkeypatch):
                                "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(base + "/health", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail(f"mlflow ui did not start: {(tmp_path / 'ui.log').read_text()}")
-                time.sleep(0.5)
+        wait_until_healthy(base, server, tmp_path / "ui.log", timeout=90)
         yield base, run_ids
     finally:
         server.terminate()
