@@ -127,6 +127,7 @@ class TrainConfig:
     precision: str = "fp32"      # fp32 | bf16 (autocast; GPUs, AMX CPUs) | fp16 (CUDA, scaled)
     r1_interval: int = 1         # lazy R1 (StyleGAN2): penalty every k-th step, times k; 1: faithful
     channels_last: bool = False  # NHWC memory format for the convolutions
+    nproc: int = 1               # data-parallel processes (torchrun); each global batch is split
     threads: int = 0             # torch CPU threads; 0 = torch's default
 
     def check(self) -> None:
@@ -154,6 +155,9 @@ class TrainConfig:
         _require("train.threads", self.threads, self.threads >= 0, ">= 0")
         _choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
         _require("train.r1_interval", self.r1_interval, self.r1_interval >= 1, ">= 1")
+        _require("train.nproc", self.nproc, self.nproc >= 1, ">= 1")
+        _require_table("train.batch_size", self.batch_size, lambda v: v % self.nproc == 0,
+                       f"a multiple of train.nproc={self.nproc} (each rank takes an equal share)")
 
 
 @dataclass(frozen=True)

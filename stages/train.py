@@ -9,6 +9,8 @@ and logs to MLflow per tick the losses, img/s, the growing schedule and the quic
 fixed-seed sample grid per level of detail as an image with its step; steps already in the run
 (from before a crash) are not logged twice.
 """
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,10 +24,12 @@ from alae.checkpoint import RunCheckpoints, save_model  # noqa: E402
 from alae.config import Params, load_params  # noqa: E402
 from alae.data import read_manifest  # noqa: E402
 from alae.data.fit import check_fits_shards  # noqa: E402
-from alae.errors import CheckpointError, exits_cleanly  # noqa: E402
+from alae.devices import resolve_device  # noqa: E402
+from alae.distributed import init_from_env, launched_by_torchrun, shutdown  # noqa: E402
+from alae.errors import CheckpointError, UserError, exits_cleanly  # noqa: E402
 from alae.figures import snapshot_grid  # noqa: E402
 from alae.io import write_csv  # noqa: E402
-from alae.tracking import PipelineRun, pipeline_run  # noqa: E402
+from alae.tracking import PipelineRun, pipeline_run, run_dir, run_key  # noqa: E402
 from alae.train.loop import Hooks, Trainer  # noqa: E402
 
 TICK_METRICS = ("loss_d", "loss_g", "lae", "img_per_s", "lod", "alpha", "resolution", "batch_size")
@@ -75,6 +79,26 @@ def tracking_hooks(run: PipelineRun, keys: tuple[str, ...]) -> tuple:
     return report, snapshot
 
 
+def relaunch_with_torchrun(nproc: int) -> int:
+    """This stage again under `torchrun --standalone --nproc_per_node N` (one machine); SIGTERM
+    and Ctrl-C are passed on, so every rank checkpoints and stops."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", str(Path(__file__).resolve()), *sys.argv[1:]]
+    child = subprocess.Popen(cmd)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
+    return child.wait()
+
+
+def follow_rank0(params: Params, shards: str) -> None:
+    """A rank other than 0: same checkpoint, same training, no files, no tracking."""
+    store = RunCheckpoints(run_dir(run_key(params)), keep=params.train.keep_checkpoints)
+    _, ckpt = store.latest(params)
+    trainer = Trainer(params, shards, resume=ckpt)
+    if not trainer.finished:
+        trainer.run(Hooks(), progress=False)
+
+
 @click.command()
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
 @click.option("--shards", default="data/shards", show_default=True)
@@ -86,6 +110,27 @@ def tracking_hooks(run: PipelineRun, keys: tuple[str, ...]) -> tuple:
 def main(params_path: str, shards: str, featurenet: str, out: str, plots: str) -> None:
     params = load_params(params_path)
     check_fits_shards(params, read_manifest(shards), shards)  # before any work
+    cfg = params.train
+    if cfg.nproc > 1 and not launched_by_torchrun():
+        sys.exit(relaunch_with_torchrun(cfg.nproc))
+    if launched_by_torchrun():
+        rank, size = init_from_env(resolve_device(cfg.device, "train.device").type)
+        for entry in (cfg.batch_size if isinstance(cfg.batch_size, tuple) else (cfg.batch_size,)):
+            if entry % size:
+                raise UserError(f"train.batch_size: {entry} does not split over {size} processes")
+        try:
+            if rank != 0:
+                return follow_rank0(params, shards)
+            train_and_record(params, params_path, shards, featurenet, out, plots)
+        finally:
+            shutdown()
+    else:
+        train_and_record(params, params_path, shards, featurenet, out, plots)
+
+
+def train_and_record(params: Params, params_path: str, shards: str, featurenet: str, out: str,
+                     plots: str) -> None:
+    """Rank 0 (or the only process): checkpoints, outputs, MLflow, progress bar."""
     cfg = params.train
     with pipeline_run(params, "train") as run, \
             RunCheckpoints(run.workdir, keep=cfg.keep_checkpoints).exclusive() as store:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alae.distributed import global_randn
+
 
 class EqualLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, gain: float = math.sqrt(2.0),
@@ -95,7 +97,8 @@ class NoiseInjection(nn.Module):
     def forward(self, x: torch.Tensor, noise: bool = True) -> torch.Tensor:
         if not noise:
             return x
-        n = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+        # This rank's slice of the global batch's noise (one process: the whole draw).
+        n = global_randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
         return x + self.weight.view(1, -1, 1, 1) * n
 
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from alae.config import Params
 from alae.data import read_manifest, train_batches
 from alae.devices import resolve_device
+from alae.distributed import any_rank, mean_over_ranks, world
 from alae.errors import Stopped, UserError
 from alae.nn import ALAE, build_model
 from alae.progress import progress_bar
@@ -130,6 +131,7 @@ class Trainer:
         torch.set_flush_denormal(True)
         torch.manual_seed(params.seed)
         self.params, self.shards_dir = params, shards_dir
+        self.rank, self.world = world()  # data parallel: 1/world of every global batch per rank
         manifest = read_manifest(shards_dir)
         self.device = resolve_device(cfg.device, "train.device")
         self.model = build_model(params.model, manifest["channels"],
@@ -205,8 +207,10 @@ class Trainer:
         """A fresh stream per level, at the level's resolution and batch, seeded by both; and
         fresh Adams (the reference resets them at each level)."""
         self.model.set_level(lod, 1.0)
-        self.batches = train_batches(self.shards_dir, self.model.level_resolution(lod), batch_size,
-                                     seed=self.params.seed * 1000 + lod, skip=skip * batch_size)
+        local = batch_size // self.world  # config checks divisibility by train.nproc
+        self.batches = train_batches(self.shards_dir, self.model.level_resolution(lod), local,
+                                     seed=self.params.seed * 1000 + lod, rank=self.rank,
+                                     world_size=self.world, skip=skip * local)
         self.batches_drawn = skip
         self.opt = make_optimizers(self.model, lr, self.cfg.beta1, self.cfg.beta2)
         self.lod = lod
@@ -219,7 +223,7 @@ class Trainer:
         session_start = tick_start = time.perf_counter()
         seconds_before, tick_nimg = self.seconds, self.nimg
         phase = self.schedule(self.nimg)
-        bar = progress_bar(total=self.total, desc="train", enabled=progress)
+        bar = progress_bar(total=self.total, desc="train", enabled=progress and self.rank == 0)
         with bar, _stop_on_signals(self):
             bar.update(self.nimg)
             while self.nimg < self.total:
@@ -236,7 +240,7 @@ class Trainer:
                 self.batches_drawn += 1
                 real = blend_real(real.to(device, non_blocking=True), phase.alpha)
                 real = real.contiguous(memory_format=self.memory_format)
-                n = real.shape[0]
+                n = real.shape[0] * self.world  # images of the global batch
                 # Lazy R1: gamma * interval on every interval-th step (the same mean weight).
                 r1 = cfg.r1_gamma * cfg.r1_interval if self.steps % cfg.r1_interval == 0 else 0.0
                 loss_d = discriminator_step(model, self.opt, real, r1, level, cfg.style_mixing,
@@ -250,7 +254,8 @@ class Trainer:
                 steps += 1
                 self.nimg += n
                 bar.update(n)
-                stopping = self.stop_signal is not None and not self.finished
+                # Collective, so that every rank stops after the same batch.
+                stopping = any_rank(self.stop_signal is not None) and not self.finished
                 if self.nimg >= self.marks["tick"] or self.finished or stopping:
                     now = time.perf_counter()
                     self.seconds = seconds_before + (now - session_start)
@@ -266,10 +271,10 @@ class Trainer:
                     self._periodic(hooks, stopping)
                     tick_start = time.perf_counter()
                 if stopping:
-                    name = signal.Signals(self.stop_signal).name
+                    signum = self.stop_signal or signal.SIGTERM  # another rank's signal
+                    name = signal.Signals(signum).name
                     raise TrainingStopped(f"{name} at {self.nimg} images; the checkpoint is "
-                                          "saved: run the stage again to resume",
-                                          self.stop_signal)
+                                          "saved: run the stage again to resume", signum)
             if self.lod >= 0 and self.lod not in self.snapshots:
                 self._snapshot(hooks, fixed_z)
             self.seconds = seconds_before + (time.perf_counter() - session_start)
@@ -279,7 +284,7 @@ class Trainer:
                            history=self.history, optimizers=self.opt, snapshots=self.snapshots)
 
     def _close_tick(self, sums: torch.Tensor, steps: int, phase: Phase, img_per_s: float) -> dict:
-        mean = (sums / steps).tolist()  # the one device sync per tick
+        mean = mean_over_ranks(sums / steps).tolist()  # the one device sync per tick
         if not all(math.isfinite(v) for v in mean) or not _all_finite(self.model):
             what = "a weight" if all(math.isfinite(v) for v in mean) else "a loss"
             raise TrainingDiverged(

@@ -20,6 +20,7 @@ from torch import nn
 
 from alae.nn import ALAE
 from alae.train import losses
+from alae.distributed import global_randn
 from alae.train.precision import FP32, Precision
 
 
@@ -50,7 +51,7 @@ def _requires_grad(modules: list[nn.Module], flag: bool) -> None:
 
 
 def _latents(model: ALAE, n: int, device: torch.device) -> torch.Tensor:
-    return torch.randn(n, model.latent, device=device)
+    return global_randn(n, model.latent, device=device)  # this rank's slice of the global batch
 
 
 def mix_styles(w1: torch.Tensor, w2: torch.Tensor, crossover: int, num_styles: int) -> torch.Tensor:

@@ -1,0 +1,162 @@
+"""Data-parallel training (train.nproc, torchrun, gloo on CPU): two processes on the same global
+batches and random draws end where one process does, and the real stage run on two processes
+writes one checkpoint folder and one MLflow run."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+
+from alae.config import parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 6
+MODEL = {"kind": "style", "latent": 8, "mapping_layers": 2, "start_channels": 4, "max_channels": 8}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_fixed(batches: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
+    """Updates of an 8x8 StyleALAE mid-transition on fixed global batches (steps, B, 1, 8, 8),
+    this rank taking its slice; returns the gradients of the first batch's three updates (as the
+    optimizers saw them: averaged over ranks), then the trained and EMA weights and w_avg."""
+    from alae.distributed import world
+    from alae.nn import build_model
+    from alae.train.ema import make_ema, update_ema
+    from alae.train.precision import Precision
+    from alae.train.steps import (Level, discriminator_step, generator_step, latent_step,
+                                  make_optimizers)
+
+    rank, size = world()
+    # float64: rounding differences between one mean of 16 and two means of 8 stay ~1e-16, far
+    # below Adam's eps, so Adam's per-element normalisation cannot blow them up to +-lr steps
+    torch.set_default_dtype(torch.float64)
+    batches = batches.double()
+    torch.manual_seed(0)  # same weights and the same random stream on every rank
+    model = build_model(parse_params({"model": MODEL}).model, 1, 8)
+    ema, opt, prec = make_ema(model), make_optimizers(model, lr, 0.0, 0.99), Precision()
+    level = Level(1, 0.5)
+    model.set_level(1, 0.5)
+    out = {}
+
+    def grads(update: str) -> None:
+        for name, p in model.named_parameters():
+            if p.grad is not None and len(out) < 10_000:
+                out[f"grad.{update}.{name}"] = p.grad.clone()
+
+    cpu = torch.device("cpu")
+    for i, real in enumerate(batches):
+        local = real.shape[0] // size
+        x = real[rank * local:(rank + 1) * local]
+        discriminator_step(model, opt, x, 10.0, level, mixing=0.9, precision=prec)
+        if i == 0:
+            grads("d")
+        generator_step(model, opt, local, cpu, level, 0.9, prec)
+        if i == 0:
+            grads("g")
+        latent_step(model, opt, local, cpu, level, prec)
+        if i == 0:
+            grads("lae")
+        update_ema(ema, model, real.shape[0], 0.5)
+    out.update({f"model.{k}": v.clone() for k, v in model.state_dict().items()})
+    torch.set_default_dtype(torch.float32)
+    out.update({f"ema.{k}": v.clone() for k, v in ema.state_dict().items()})
+    return out
+
+
+def _worker(rank: int, size: int, port: int, batches: torch.Tensor, lr: float, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=size)
+    try:
+        torch.save(train_fixed(batches, lr), Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _one_and_two(batches: torch.Tensor, lr: float, tmp: Path) -> tuple[dict, list[dict]]:
+    torch.set_num_threads(1)
+    single = train_fixed(batches, lr)
+    mp.spawn(_worker, args=(2, _free_port(), batches, lr, str(tmp)), nprocs=2, join=True)
+    ranks = [torch.load(tmp / f"rank{r}.pt") for r in (0, 1)]
+    assert single.keys() == ranks[0].keys() and any(k.startswith("grad.lae") for k in single)
+    for name in single:
+        # the ranks agree bit for bit: same start, same averaged gradients, same Adam arithmetic
+        assert torch.equal(ranks[0][name], ranks[1][name]), name
+    return single, ranks
+
+
+def test_two_gloo_processes_compute_the_gradients_of_one_process(tmp_path):
+    """lr 0 keeps the weights fixed, so each update's gradients are compared on equal weights:
+    equal up to float64 rounding (a batch mean is one mean of 16 in one process and the mean of
+    two means of 8 here), for E+D with R1, F+G and the latent update."""
+    torch.manual_seed(123)
+    single, ranks = _one_and_two(torch.rand(2, 16, 1, 8, 8) * 2 - 1, 0.0, tmp_path)
+    compared = 0
+    for name, ref in single.items():
+        if not ref.is_floating_point():
+            continue
+        diff = (ranks[0][name] - ref).norm().item()
+        assert diff <= 1e-7 * ref.norm().item() + 1e-10, (name, diff, ref.norm().item())
+        compared += 1
+    assert compared > 100
+
+
+def test_two_gloo_processes_train_like_one_process(tmp_path):
+    """STEPS full updates at lr 0.002: weights, EMA and w_avg equal up to float64 rounding.
+    (In float32 they drift further apart, up to 1e-1 relative for weights that start at 0:
+    Adam with beta1 = 0 divides each gradient element by its own magnitude, so rounding noise
+    in a near-zero gradient becomes a step of up to lr; G's flat 4x4 constant at init makes
+    the first instance norm's gradients exactly such noise.)"""
+    torch.manual_seed(123)
+    single, ranks = _one_and_two(torch.rand(STEPS, 16, 1, 8, 8) * 2 - 1, 0.002, tmp_path)
+    drift = {name: (ranks[0][name] - ref).abs().max().item()
+             for name, ref in single.items()
+             if ref.is_floating_point() and not name.startswith("grad.")}
+    worst = max(drift, key=drift.get)
+    print(f"largest |two processes - one process| after {STEPS} steps: {drift[worst]:.1e} "
+          f"({worst})")
+    assert drift[worst] < 1e-6, (worst, drift[worst])  # weights are O(0.01..1)
+    assert single["model.w_avg"].abs().sum() > 0
+
+
+def test_the_train_stage_on_two_processes_writes_one_run(shards8, tmp_path):
+    raw = {"seed": 2, "data": {"resolution": 8, "limit": 2000, "shard_size": 1000},
+           "model": MODEL,
+           "train": {"kimg": 1.0, "batch_size": 16, "transition_kimg": 0.25,
+                     "stabilize_kimg": 0.25, "tick_kimg": 0.25, "checkpoint_kimg": 0.5,
+                     "threads": 1, "fid_every_kimg": 0, "nproc": 2}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "DVC_ROOT": str(tmp_path), "MLFLOW_TRACKING_URI": store,
+           "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train.py"), "--params", "params.yaml",
+         "--shards", str(shards8), "--featurenet", "none.pt", "--out", "alae.pt",
+         "--plots", "train.csv"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    from alae.checkpoint import load_training_state
+    from mlflow.tracking import MlflowClient
+
+    _, _, _, state = load_training_state(tmp_path / "alae.pt")
+    assert state["images_seen"] == 1008 and state["finished"]  # 63 global batches of 16
+    assert len(list((tmp_path / ".alae" / "runs").iterdir())) == 1
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("alae").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["train.nproc"] == "2"
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss_d")]
+    assert steps == [256, 512, 752, 1008]  # one value per tick, logged once (rank 0)
+    assert out.stderr.count("%|") > 0 and "trained 1008 images" in out.stdout
