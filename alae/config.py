@@ -26,6 +26,11 @@ SOURCES = ("fashion-mnist", "mnist-idx", "folder", "shards")
 DEFAULT_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
+def is_pipe_url(path: Optional[str]) -> bool:
+    """Whether webdataset would run `path` as a shell command (its `pipe:` URL scheme)."""
+    return path is not None and path.startswith("pipe:")
+
+
 def _power_of_two(n: int) -> bool:
     return n >= 4 and n & (n - 1) == 0
 
@@ -39,6 +44,7 @@ class DataConfig:
     limit: Optional[int] = None     # cap on images per split (smoke runs, tests)
     test_fraction: float = 0.1      # folder source: share of images in the test split
     shard_size: int = 10000         # samples per tar shard
+    allow_pipe: bool = False        # let data.path be a webdataset `pipe:` URL (a shell command)
 
     def check(self) -> None:
         _choice("data.source", self.source, SOURCES)
@@ -52,6 +58,21 @@ class DataConfig:
         _require("data.shard_size", self.shard_size, self.shard_size >= 1, ">= 1")
         if self.source in ("mnist-idx", "folder", "shards") and not self.path:
             raise ConfigError(f"data.path: required for data.source={self.source!r}")
+        if is_pipe_url(self.path):
+            self._check_pipe()
+
+    def _check_pipe(self) -> None:
+        """A `pipe:` path is a shell command webdataset would run: refused unless asked for, since
+        params can arrive from anywhere (`dvc exp run -S`, a shared params.yaml, a preset)."""
+        if not self.allow_pipe:
+            raise ConfigError(f"data.path: {self.path!r} runs a shell command (webdataset pipe: "
+                              "URL); set data.allow_pipe: true to allow it")
+        if self.source != "shards":
+            raise ConfigError(f"data.path: {self.path!r} is a pipe: URL, which only "
+                              f"data.source: shards reads (not {self.source!r})")
+        if "{split}" not in str(self.path):
+            raise ConfigError(f"data.path: {self.path!r} needs {{split}} in it (replaced by "
+                              "train and test, so the splits read different shards)")
 
     @property
     def source_path(self) -> str:
