@@ -282,6 +282,16 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     raise ConfigError(f"{key}: {value!r} has the wrong type (expected {wanted})")
 
 
+def _closest(key: str, known: set[str]) -> Optional[str]:
+    """The known key a typo most likely meant: a close spelling, else one it abbreviates or
+    extends (`reso` -> `resolution`, which spelling similarity alone misses)."""
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return close[0]
+    related = sorted(k for k in known if k.startswith(key) or key.startswith(k))
+    return related[0] if len(related) == 1 else None
+
+
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'params'}: expected a mapping, got {raw!r}")
@@ -290,8 +300,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            close = _closest(str(key), known)
+            hint = f" (did you mean {prefix}{close}?)" if close else ""
             raise ConfigError(f"{prefix}{key}: unknown key{hint}")
         hint_type = hints[key]
         if dataclasses.is_dataclass(hint_type):

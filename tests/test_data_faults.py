@@ -25,6 +25,7 @@ def test_truncated_shard_names_the_file_and_says_it_changed(shards):
             pass
     message = str(err.value)
     assert str(shard) in message and "changed since it was written" in message
+    assert "unreadable shard after sample test_" in message and "@ <" not in message
     assert "\n" not in message
 
 

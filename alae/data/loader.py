@@ -77,8 +77,9 @@ def raw_samples(paths: Iterable[Path], manifest: Optional[dict] = None) -> Itera
 
 
 def short_reason(e: BaseException) -> str:
-    """An exception's message as one short line (webdataset appends streams and URLs to args)."""
-    text = " ".join(str(e.args[0] if e.args else e).split())
+    """An exception's message as one short line: webdataset appends the stream's repr to the
+    message (`... @ <_io.BufferedReader ...>`) and streams and URLs to args, all dropped here."""
+    text = " ".join(str(e.args[0] if e.args else e).split(" @ <", 1)[0].split())
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -118,10 +119,13 @@ def sample_image(sample: dict, manifest: Optional[dict] = None) -> Image.Image:
         raise bad_sample(sample, problem, manifest) from None
 
 
-def sample_label(sample: dict, num_labels: Optional[int],
-                 manifest: Optional[dict] = None) -> Optional[int]:
-    """A raw sample's class (its `.cls`, an integer below `num_labels` when given), or None."""
+def sample_label(sample: dict, num_labels: Optional[int] = None, manifest: Optional[dict] = None,
+                 required: bool = False) -> Optional[int]:
+    """A raw sample's class (its `.cls`, an integer below `num_labels` when given), or None when
+    it has none and none is `required` (a labelled dataset needs one on every sample)."""
     if "cls" not in sample:
+        if required:
+            raise bad_sample(sample, "has no .cls label in a labelled dataset", manifest)
         return None
     raw = sample["cls"]
     try:
@@ -174,14 +178,9 @@ class _Decoder:
             x = x.reshape(b, c, h // f, f, w // f, f).mean(axis=(3, 5), dtype=np.float32)
         labels = None
         if self.labels is not None:
-            labels = torch.tensor([self._label(s) for s in samples], dtype=torch.long)
+            labels = torch.tensor([sample_label(s, len(self.labels), self.manifest, required=True)
+                                   for s in samples], dtype=torch.long)
         return torch.from_numpy(np.ascontiguousarray(x)), labels
-
-    def _label(self, sample: dict) -> int:
-        label = sample_label(sample, len(self.labels), self.manifest)
-        if label is None:
-            raise bad_sample(sample, "has no .cls label in a labelled dataset", self.manifest)
-        return label
 
 
 def _batches(samples: Iterator[dict], decode: _Decoder, batch_size: int) -> Iterator[Batch]:

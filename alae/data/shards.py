@@ -58,10 +58,11 @@ def _write_split(source, split: str, tmp: Path, cfg: DataConfig) -> list[dict]:
         total = cfg.limit if total is None else min(total, cfg.limit)
     counts: list[int] = []
     pattern = str(tmp / f"{split}-%06d.tar")
-    bar = progress_bar(total=total, desc=f"shard {split}")
     # A fixed mtime makes the tars byte-reproducible: same input, same sha256, so DVC sees no
-    # change when the stage re-runs.
-    with wds.ShardWriter(pattern, maxcount=cfg.shard_size, verbose=0, mtime=_MTIME) as sink:
+    # change when the stage re-runs. The bar is closed before an error propagates, so the
+    # error's line is not glued to the bar's.
+    with progress_bar(total=total, desc=f"shard {split}") as bar, \
+            wds.ShardWriter(pattern, maxcount=cfg.shard_size, verbose=0, mtime=_MTIME) as sink:
         for _, key, img, label in islice(source.samples(split), cfg.limit):
             sample: dict[str, Any] = {"__key__": key, "png": encode_png(img)}
             if label is not None:
@@ -72,7 +73,6 @@ def _write_split(source, split: str, tmp: Path, cfg: DataConfig) -> list[dict]:
                 counts.append(0)
             counts[-1] += 1
             bar.update()
-    bar.close()
     if not counts:
         raise DataError(f"{cfg.source_path}: no usable image for the {split} split"
                         + (" (raise data.test_fraction or add images)" if split == "test" else ""))

@@ -321,16 +321,14 @@ class ShardSource:
         return int(self.manifest["counts"][split])
 
     def samples(self, split: str) -> Iterator[Sample]:
-        from alae.data.loader import bad_sample, raw_samples, sample_image, sample_label, shard_paths
+        from alae.data.loader import raw_samples, sample_image, sample_label, shard_paths
         paths = shard_paths(self.root, self.manifest, split)
-        num_labels = len(self.label_names) if self.label_names is not None else None
+        labels = self.label_names
         for index, raw in enumerate(raw_samples(paths, self.manifest)):
             img = fit_image(sample_image(raw, self.manifest), self.cfg.resolution,
                             self.cfg.channels)
-            label = sample_label(raw, num_labels, self.manifest)
-            if (label is None) != (num_labels is None):
-                raise bad_sample(raw, "has no .cls label in a labelled dataset" if label is None
-                                 else "has a .cls label in an unlabelled dataset", self.manifest)
+            label = (sample_label(raw, len(labels), self.manifest, required=True)
+                     if labels is not None else None)
             yield split, sample_key(split, index), img, label
 
 
