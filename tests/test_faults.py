@@ -55,6 +55,15 @@ def flip_middle(path: Path, n: int = 64) -> None:
     path.write_bytes(bytes(data))
 
 
+def damage_header(shard: Path, member_name: str) -> None:
+    """Overwrite 64 bytes of a member's 512-byte tar header (its checksum no longer matches)."""
+    with tarfile.open(shard) as tar:
+        offset = tar.getmember(member_name).offset
+    data = bytearray(shard.read_bytes())
+    data[offset + 100:offset + 164] = b"\xff" * 64
+    shard.write_bytes(bytes(data))
+
+
 def drain(batches) -> int:
     return sum(len(x) for x, _ in batches)
 
@@ -128,11 +137,7 @@ def test_damaged_tar_header_is_not_a_silent_end_of_shard(shards):
     """Tar read as a stream takes a bad header for the end of the archive: without the count
     check the shard would just be shorter."""
     shard = shards / "test-000000.tar"
-    with tarfile.open(shard) as tar:
-        member = tar.getmember("test_0000100.cls")  # the first file of sample 100
-    data = bytearray(shard.read_bytes())
-    data[member.offset + 100:member.offset + 164] = b"\xff" * 64  # inside the 512-byte header
-    shard.write_bytes(bytes(data))
+    damage_header(shard, "test_0000100.cls")  # the first file of sample 100
     with pytest.raises(DataError) as err:
         drain(eval_batches(shards, "test", 32, 64))
     message = one_line(str(err.value))
@@ -286,6 +291,17 @@ def test_pipe_url_pattern_reads_shards(shards, tmp_path):
     limited = write_shards(DataConfig(source="shards", path=url, allow_pipe=True, limit=100),
                            tmp_path / "limited")  # stops reading early: no error from `cat`
     assert limited["counts"] == {"train": 100, "test": 100}
+
+
+def test_pipe_damaged_tar_header_is_not_a_silent_end(shards, tmp_path):
+    """Without a manifest to count against, data after the tar's end marks the damage."""
+    shard = shards / "test-000000.tar"
+    damage_header(shard, "test_0000100.cls")
+    url = f"pipe:cat {shards}/{{split}}-000000.tar"
+    with pytest.raises(DataError) as err:
+        write_shards(DataConfig(source="shards", path=url, allow_pipe=True), tmp_path / "out")
+    assert one_line(str(err.value)) == (f"pipe:cat {shard}: data after the end of the tar, after "
+                                        "sample test_0000099 (a damaged tar header?)")
 
 
 def test_pipe_command_failure_is_one_line(tmp_path):

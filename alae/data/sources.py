@@ -382,7 +382,9 @@ def _command_samples(url: str) -> Iterator[dict]:
 
     The command is run here rather than by webdataset so that its exit status is checked after
     the whole tar was read (a command failing after a complete tar still fails the stage) and a
-    failure is one line naming the URL.
+    failure is one line naming the URL. No manifest counts the samples, so what follows the tar's
+    end is checked instead: tar read as a stream takes a damaged header for the end, and only
+    the zero blocks of a real end may follow it (damage close to the end can still go unseen).
     """
     from alae.data.loader import short_reason, tar_samples
     proc = subprocess.Popen(url[len("pipe:"):], shell=True, stdout=subprocess.PIPE)
@@ -392,7 +394,10 @@ def _command_samples(url: str) -> Iterator[dict]:
         for sample in tar_samples(proc.stdout, url):
             key = sample["__key__"]
             yield sample
-        proc.stdout.read()  # tar reading stops at the end marker: let the command finish writing
+        rest = iter(lambda: proc.stdout.read(1 << 20), b"")  # what the command writes after
+        if any(chunk.strip(b"\0") for chunk in rest):
+            failure = (f"data after the end of the tar{f', after sample {key}' if key else ''} "
+                       "(a damaged tar header?)")
     except (tarfile.TarError, OSError, ValueError) as e:
         failure = f"unreadable shard{f' after sample {key}' if key else ''} ({short_reason(e)})"
     finally:  # also when stopped early (data.limit): a command still writing gets SIGPIPE
