@@ -26,6 +26,11 @@ SOURCES = ("fashion-mnist", "mnist-idx", "folder", "shards")
 DEFAULT_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
+def is_pipe_url(path: Optional[str]) -> bool:
+    """Whether webdataset would run `path` as a shell command (its `pipe:` URL scheme)."""
+    return path is not None and path.startswith("pipe:")
+
+
 def _power_of_two(n: int) -> bool:
     return n >= 4 and n & (n - 1) == 0
 
@@ -39,6 +44,7 @@ class DataConfig:
     limit: Optional[int] = None     # cap on images per split (smoke runs, tests)
     test_fraction: float = 0.1      # folder source: share of images in the test split
     shard_size: int = 10000         # samples per tar shard
+    allow_pipe: bool = False        # let data.path be a webdataset `pipe:` URL (a shell command)
 
     def check(self) -> None:
         _choice("data.source", self.source, SOURCES)
@@ -52,6 +58,21 @@ class DataConfig:
         _require("data.shard_size", self.shard_size, self.shard_size >= 1, ">= 1")
         if self.source in ("mnist-idx", "folder", "shards") and not self.path:
             raise ConfigError(f"data.path: required for data.source={self.source!r}")
+        if is_pipe_url(self.path):
+            self._check_pipe()
+
+    def _check_pipe(self) -> None:
+        """A `pipe:` path is a shell command webdataset would run: refused unless asked for, since
+        params can arrive from anywhere (`dvc exp run -S`, a shared params.yaml, a preset)."""
+        if not self.allow_pipe:
+            raise ConfigError(f"data.path: {self.path!r} runs a shell command (webdataset pipe: "
+                              "URL); set data.allow_pipe: true to allow it")
+        if self.source != "shards":
+            raise ConfigError(f"data.path: {self.path!r} is a pipe: URL, which only "
+                              f"data.source: shards reads (not {self.source!r})")
+        if "{split}" not in str(self.path):
+            raise ConfigError(f"data.path: {self.path!r} needs {{split}} in it (replaced by "
+                              "train and test, so the splits read different shards)")
 
     @property
     def source_path(self) -> str:
@@ -269,6 +290,16 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     raise ConfigError(f"{key}: {value!r} has the wrong type (expected {wanted})")
 
 
+def _closest(key: str, known: set[str]) -> Optional[str]:
+    """The known key a typo most likely meant: a close spelling, else one it abbreviates or
+    extends (`reso` -> `resolution`, which spelling similarity alone misses)."""
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return close[0]
+    related = sorted(k for k in known if k.startswith(key) or key.startswith(k))
+    return related[0] if len(related) == 1 else None
+
+
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'params'}: expected a mapping, got {raw!r}")
@@ -277,8 +308,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            close = _closest(str(key), known)
+            hint = f" (did you mean {prefix}{close}?)" if close else ""
             raise ConfigError(f"{prefix}{key}: unknown key{hint}")
         hint_type = hints[key]
         if dataclasses.is_dataclass(hint_type):

@@ -19,6 +19,21 @@ from alae.errors import exits_cleanly  # noqa: E402
 from alae.tracking import pipeline_run  # noqa: E402
 
 
+SHOWN_SKIPPED = 5
+
+
+def report_skipped(manifest: dict) -> None:
+    """Name the first skipped source files and why on stderr: a skip is a decision about the
+    user's data (an empty or undecodable file), so it is said, not only kept in the manifest."""
+    skipped = manifest["skipped"]
+    for entry in skipped[:SHOWN_SKIPPED]:
+        click.echo(f"shard: skipped {Path(manifest['source_path']) / entry['path']}: "
+                   f"{entry['reason']}", err=True)
+    if len(skipped) > SHOWN_SKIPPED:
+        click.echo(f"shard: ... and {len(skipped) - SHOWN_SKIPPED} more skipped files "
+                   "(listed under \"skipped\" in manifest.json)", err=True)
+
+
 @click.command()
 @click.option("--params", "params_path", default="params.yaml", show_default=True,
               type=click.Path(dir_okay=False), help="params file (its `data` section is used)")
@@ -32,6 +47,7 @@ def main(params_path: str, out_dir: str) -> None:
         manifest = write_shards(params.data, out_dir)
         run.log_metrics({f"data_{split}_images": n for split, n in manifest["counts"].items()})
         run.log_artifact(Path(out_dir) / "manifest.json", "data")
+    report_skipped(manifest)
     counts = manifest["counts"]
     labels = manifest["label_names"]
     n_shards = sum(len(v) for v in manifest["shards"].values())

@@ -41,6 +41,18 @@ def _flat(raw, prefix=""):
     ({"train": {"device": "tpu"}}, "train.device: 'tpu' is not allowed"),
     ({"data": {"limit": 0}}, "data.limit: 0 is not allowed"),
     ({"model": {"kind": "gan"}}, "model.kind: 'gan' is not one of"),
+    ({"data": {"resolution": 2}}, "data.resolution: 2 is not allowed (must be a power of two >= 4)"),
+    ({"data": {"test_fraction": 1.5}}, "data.test_fraction: 1.5 is not allowed (must be between"),
+    ({"data": {"reso": 64}}, "data.reso: unknown key (did you mean data.resolution?)"),
+    ({"train": {"batch_size": [64, 0]}}, "train.batch_size: [64, 0] is not allowed (must be >= 1"),
+    ({"train": {"lr_multiplier": [1, "x"]}}, "train.lr_multiplier[1]: 'x' has the wrong type"),
+    ({"evaluate": {"features": "clip"}}, "evaluate.features: 'clip' is not one of"),
+    ({"figures": {"psi": 2}}, "figures.psi: 2.0 is not allowed (must be in [0, 1] or null)"),
+    ({"featurenet": {"epochs": 0}}, "featurenet.epochs: 0 is not allowed (must be >= 1)"),
+    ({"data": {"source": "shards", "path": "pipe:cat {split}.tar"}},
+     "data.path: 'pipe:cat {split}.tar' runs a shell command (webdataset pipe: URL); "
+     "set data.allow_pipe: true to allow it"),
+    ({"data": "fashion"}, "data: expected a mapping, got 'fashion'"),
 ])
 def test_bad_values_name_key_and_value(raw, message):
     with pytest.raises(ConfigError) as err:

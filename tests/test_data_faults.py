@@ -25,6 +25,7 @@ def test_truncated_shard_names_the_file_and_says_it_changed(shards):
             pass
     message = str(err.value)
     assert str(shard) in message and "changed since it was written" in message
+    assert "unreadable shard after sample test_" in message and "@ <" not in message
     assert "\n" not in message
 
 
@@ -32,14 +33,12 @@ def test_undecodable_sample_names_shard_and_key(shards):
     shard = shards / "train-000000.tar"
     with tarfile.open(shard) as tar:
         members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    with tarfile.open(shard, "w") as tar:
+    bad_key = None
+    with tarfile.open(shard, "w") as tar:  # every member kept, one PNG's bytes replaced
         for i, (member, payload) in enumerate(members):
-            if member.name.endswith(".png") and i > 10:
+            if member.name.endswith(".png") and i > 10 and bad_key is None:
                 bad_key, payload = member.name[:-4], b"\x89PNG not really"
                 member.size = len(payload)
-                tar.addfile(member, io.BytesIO(payload))
-                tar.addfile(*_rest(members[i + 1:]))
-                break
             tar.addfile(member, io.BytesIO(payload))
     with pytest.raises(DataError) as err:
         batches = train_batches(shards, 32, 16, seed=0, shuffle_buffer=1)
@@ -48,8 +47,3 @@ def test_undecodable_sample_names_shard_and_key(shards):
     message = str(err.value)
     assert str(shard) in message and f"sample {bad_key} does not decode" in message
     assert "sha256 differs" in message
-
-
-def _rest(members):
-    member, payload = members[0]  # the .cls of the damaged sample keeps the tar well-formed
-    return member, io.BytesIO(payload)

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 from itertools import islice
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import webdataset as wds
 
-from alae.config import DataConfig
+from alae.config import DataConfig, is_pipe_url
 from alae.data.sources import SPLITS, open_source
 from alae.errors import DataError
 from alae.progress import progress_bar
@@ -30,6 +31,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _MTIME = 946684800  # 2000-01-01T00:00:00Z
 _REQUIRED = ("format_version", "resolution", "channels", "label_names", "counts", "shards")
+# A shard is a plain file beside the manifest: no folder part, no URL scheme (`pipe:...` would be
+# a shell command to webdataset), no leading dot or dash.
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
 def encode_png(img) -> bytes:
@@ -39,7 +43,7 @@ def encode_png(img) -> bytes:
     return buf.getvalue()
 
 
-def _sha256(path: Path) -> str:
+def shard_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -49,15 +53,16 @@ def _sha256(path: Path) -> str:
 
 def _write_split(source, split: str, tmp: Path, cfg: DataConfig) -> list[dict]:
     """Write one split; returns [{name, count, sha256}] per shard, in order."""
-    total = source.count(split)
+    total = source.count(split)  # None when unknown up front (a URL pattern): no bar total
     if cfg.limit is not None:
-        total = min(total, cfg.limit)
+        total = cfg.limit if total is None else min(total, cfg.limit)
     counts: list[int] = []
     pattern = str(tmp / f"{split}-%06d.tar")
-    bar = progress_bar(total=total, desc=f"shard {split}")
     # A fixed mtime makes the tars byte-reproducible: same input, same sha256, so DVC sees no
-    # change when the stage re-runs.
-    with wds.ShardWriter(pattern, maxcount=cfg.shard_size, verbose=0, mtime=_MTIME) as sink:
+    # change when the stage re-runs. The bar is closed before an error propagates, so the
+    # error's line is not glued to the bar's.
+    with progress_bar(total=total, desc=f"shard {split}") as bar, \
+            wds.ShardWriter(pattern, maxcount=cfg.shard_size, verbose=0, mtime=_MTIME) as sink:
         for _, key, img, label in islice(source.samples(split), cfg.limit):
             sample: dict[str, Any] = {"__key__": key, "png": encode_png(img)}
             if label is not None:
@@ -68,13 +73,12 @@ def _write_split(source, split: str, tmp: Path, cfg: DataConfig) -> list[dict]:
                 counts.append(0)
             counts[-1] += 1
             bar.update()
-    bar.close()
     if not counts:
         raise DataError(f"{cfg.source_path}: no usable image for the {split} split"
                         + (" (raise data.test_fraction or add images)" if split == "test" else ""))
     # ShardWriter opens its first file before any write, so exactly len(counts) shards exist.
     names = [f"{split}-{i:06d}.tar" for i in range(len(counts))]
-    return [{"name": name, "count": n, "sha256": _sha256(tmp / name)}
+    return [{"name": name, "count": n, "sha256": shard_sha256(tmp / name)}
             for name, n in zip(names, counts)]
 
 
@@ -92,7 +96,8 @@ def write_shards(cfg: DataConfig, out_dir: str | Path) -> dict:
         manifest = {
             "format_version": FORMAT_VERSION,
             "source": cfg.source,
-            "source_path": str(Path(cfg.source_path).resolve()),
+            "source_path": (cfg.source_path if is_pipe_url(cfg.source_path)
+                            else str(Path(cfg.source_path).resolve())),
             "resolution": cfg.resolution,
             "channels": cfg.channels,
             "label_names": source.label_names,
@@ -139,4 +144,19 @@ def read_manifest(shards_dir: str | Path) -> dict:
     for split in SPLITS:
         if split not in manifest["shards"] or split not in manifest["counts"]:
             raise DataError(f"{path}: no {split!r} split listed")
+        _check_entries(path, split, manifest["shards"][split])
     return manifest
+
+
+def _check_entries(path: Path, split: str, entries: Any) -> None:
+    """Each listed shard is {name, count, sha256} with a plain file name: the loader joins the
+    name to the shard folder, so a name must never reach outside it or read as a URL."""
+    if not isinstance(entries, list):
+        raise DataError(f"{path}: shards.{split} is not a list")
+    for entry in entries:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not _SHARD_NAME.match(name):
+            raise DataError(f"{path}: shard name {name!r} in the {split} split is not a plain file "
+                            "name (letters, digits, _ . -; no folder, no URL scheme)")
+        if not isinstance(entry.get("count"), int) or not isinstance(entry.get("sha256"), str):
+            raise DataError(f"{path}: shard {name} needs an integer count and a sha256")

@@ -14,6 +14,8 @@ import gzip
 import hashlib
 import os
 import struct
+import subprocess
+import tarfile
 import zlib
 from pathlib import Path
 from typing import Iterator, Optional
@@ -21,7 +23,7 @@ from typing import Iterator, Optional
 import numpy as np
 from PIL import Image, ImageOps
 
-from alae.config import DEFAULT_FASHION_MNIST, DataConfig
+from alae.config import DEFAULT_FASHION_MNIST, DataConfig, is_pipe_url
 from alae.errors import DataError
 
 SPLITS = ("train", "test")
@@ -56,7 +58,7 @@ def open_source(cfg: DataConfig):
     if cfg.source == "folder":
         return FolderSource(cfg)
     if cfg.source == "shards":
-        return ShardSource(cfg)
+        return PipeShardSource(cfg) if is_pipe_url(cfg.path) else ShardSource(cfg)
     raise DataError(f"data.source: unknown source {cfg.source!r}")
 
 
@@ -268,7 +270,14 @@ class FolderSource:
         self.skipped.append({"path": rel, "reason": reason})
 
     def _sniff(self, rel: str) -> bool:
-        """Header check only (cheap); full decoding errors are caught while streaming."""
+        """Header check only (cheap); full decoding errors are caught while streaming.
+
+        Like every file that is not a usable image, an empty one (an interrupted copy, a failed
+        download) is skipped with its reason in the manifest, not an error: one bad file among
+        thousands should not stop the stage, and the stage lists what it skipped."""
+        if (self.root / rel).stat().st_size == 0:
+            self._skip(rel, "empty file (0 bytes)")
+            return False
         try:
             with Image.open(self.root / rel) as img:
                 fmt = img.format
@@ -312,9 +321,94 @@ class ShardSource:
         return int(self.manifest["counts"][split])
 
     def samples(self, split: str) -> Iterator[Sample]:
-        from alae.data.loader import decode_png, raw_samples, shard_paths
+        from alae.data.loader import raw_samples, sample_image, sample_label, shard_paths
         paths = shard_paths(self.root, self.manifest, split)
-        for index, raw in enumerate(raw_samples(paths)):
-            img = fit_image(decode_png(raw["png"]), self.cfg.resolution, self.cfg.channels)
-            label = int(raw["cls"]) if "cls" in raw else None
+        labels = self.label_names
+        for index, raw in enumerate(raw_samples(paths, self.manifest)):
+            img = fit_image(sample_image(raw, self.manifest), self.cfg.resolution,
+                            self.cfg.channels)
+            label = (sample_label(raw, len(labels), self.manifest, required=True)
+                     if labels is not None else None)
             yield split, sample_key(split, index), img, label
+
+
+class PipeShardSource:
+    """Webdataset shards read through a `pipe:` URL pattern (only with data.allow_pipe: true).
+
+    `{split}` in the pattern becomes train or test, then webdataset's brace ranges expand it
+    (`{000000..000009}`) into one shell command per shard, whose output must be a tar of samples
+    with a `.png` and, for every sample or none, an integer `.cls`. Nothing is known up front:
+    counts are unknown (the progress bar has no total) and the label names are the classes seen,
+    0 to the largest, known once both splits were read.
+    """
+
+    def __init__(self, cfg: DataConfig):
+        from webdataset.shardlists import expand_urls
+        self.cfg = cfg
+        self.urls = {split: expand_urls(str(cfg.path).replace("{split}", split))
+                     for split in SPLITS}
+        self.skipped: list[dict] = []
+        self._labelled: Optional[bool] = None  # decided by the first sample
+        self._top_label = -1
+
+    @property
+    def label_names(self) -> Optional[list[str]]:
+        return [str(c) for c in range(self._top_label + 1)] if self._labelled else None
+
+    def count(self, split: str) -> None:
+        return None
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        from alae.data.loader import bad_sample, sample_image, sample_label
+        index = 0
+        for url in self.urls[split]:
+            for raw in _command_samples(url):
+                img = fit_image(sample_image(raw), self.cfg.resolution, self.cfg.channels)
+                label = sample_label(raw, None)
+                if self._labelled is None:
+                    self._labelled = label is not None
+                if (label is None) == self._labelled:
+                    raise bad_sample(raw, "has no .cls label while earlier samples have one"
+                                     if label is None else
+                                     "has a .cls label while earlier samples have none")
+                if label is not None:
+                    self._top_label = max(self._top_label, label)
+                yield split, sample_key(split, index), img, label
+                index += 1
+
+
+def _command_samples(url: str) -> Iterator[dict]:
+    """Samples of the tar that the shell command of a `pipe:` URL writes to its stdout.
+
+    The command is run here rather than by webdataset so that its exit status is checked after
+    the whole tar was read (a command failing after a complete tar still fails the stage) and a
+    failure is one line naming the URL. No manifest counts the samples, so what follows the tar's
+    end is checked instead: tar read as a stream takes a damaged header for the end, and only
+    the zero blocks of a real end may follow it (damage close to the end can still go unseen).
+    """
+    from alae.data.loader import short_reason, tar_samples
+    proc = subprocess.Popen(url[len("pipe:"):], shell=True, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    key, failure = None, ""
+    try:
+        for sample in tar_samples(proc.stdout, url):
+            key = sample["__key__"]
+            yield sample
+        rest = iter(lambda: proc.stdout.read(1 << 20), b"")  # what the command writes after
+        if any(chunk.strip(b"\0") for chunk in rest):
+            failure = (f"data after the end of the tar{f', after sample {key}' if key else ''} "
+                       "(a damaged tar header?)")
+    except (tarfile.TarError, OSError, ValueError) as e:
+        failure = f"unreadable shard{f' after sample {key}' if key else ''} ({short_reason(e)})"
+    finally:  # also when stopped early (data.limit): a command still writing gets SIGPIPE
+        proc.stdout.close()
+        try:
+            status = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            status = proc.wait()
+    broken_pipe = status in (-13, 141)  # we closed its stdout after a tar error
+    if status != 0 and not (failure and broken_pipe):
+        failure = f"the command exited with status {status}" + (f"; {failure}" if failure else "")
+    if failure:
+        raise DataError(f"{url}: {failure}")
