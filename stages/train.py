@@ -85,9 +85,20 @@ def relaunch_with_torchrun(nproc: int) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", str(Path(__file__).resolve()), *sys.argv[1:]]
     child = subprocess.Popen(cmd)
+    received: list[int] = []
+
+    def forward(signum: int, _frame) -> None:
+        received.append(signum)
+        child.send_signal(signum)  # torchrun passes it to every rank: all checkpoint and stop
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
-    return child.wait()
+        signal.signal(sig, forward)
+    code = child.wait()
+    if received:  # torchrun reports the signal with a traceback of its own; say it plainly
+        click.echo(f"stopped: {signal.Signals(received[0]).name} passed to all ranks; run the "
+                   "stage again to resume", err=True)
+        return 128 + received[0]
+    return code
 
 
 def follow_rank0(params: Params, shards: str) -> None:
