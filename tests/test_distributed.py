@@ -131,21 +131,52 @@ def test_two_gloo_processes_train_like_one_process(tmp_path):
     assert single["model.w_avg"].abs().sum() > 0
 
 
-def test_the_train_stage_on_two_processes_writes_one_run(shards8, tmp_path):
+def _stage(tmp_path: Path, shards: Path, kimg: float) -> tuple[list[str], dict]:
     raw = {"seed": 2, "data": {"resolution": 8, "limit": 2000, "shard_size": 1000},
            "model": MODEL,
-           "train": {"kimg": 1.0, "batch_size": 16, "transition_kimg": 0.25,
+           "train": {"kimg": kimg, "batch_size": 16, "transition_kimg": 0.25,
                      "stabilize_kimg": 0.25, "tick_kimg": 0.25, "checkpoint_kimg": 0.5,
                      "threads": 1, "fid_every_kimg": 0, "nproc": 2}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "DVC_ROOT": str(tmp_path), "MLFLOW_TRACKING_URI": store,
-           "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "train.py"), "--params", "params.yaml",
-         "--shards", str(shards8), "--featurenet", "none.pt", "--out", "alae.pt",
-         "--plots", "train.csv"], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=600)
+    env = {**os.environ, "DVC_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    cmd = [sys.executable, str(ROOT / "stages" / "train.py"), "--params", "params.yaml",
+           "--shards", str(shards), "--featurenet", "none.pt", "--out", "alae.pt",
+           "--plots", "train.csv"]
+    return cmd, env
+
+
+def test_two_process_training_stops_on_sigterm_and_resumes(shards8, tmp_path):
+    import signal
+    import time
+
+    cmd, env = _stage(tmp_path, shards8, kimg=3.0)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list((tmp_path / ".alae").glob("runs/*/ckpt-*.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    stopped = [line for line in err.splitlines() if line.startswith("stopped: SIGTERM at ")]
+    assert len(stopped) == 2 and stopped[0] == stopped[1]  # both ranks, the same batch
+    at = int(stopped[0].split(" at ")[1].split()[0])
+    assert err.strip().splitlines()[-1] == ("stopped: SIGTERM passed to all ranks; run the stage "
+                                            "again to resume")
+    newest = sorted((tmp_path / ".alae").glob("runs/*/ckpt-*.pt"))[-1]
+    assert int(newest.stem.split("-")[1]) == at
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming at {at} images" in done.stderr and "trained 3008 images" in done.stdout
+
+
+def test_the_train_stage_on_two_processes_writes_one_run(shards8, tmp_path):
+    cmd, env = _stage(tmp_path, shards8, kimg=1.0)
+    store = env["MLFLOW_TRACKING_URI"]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     from alae.checkpoint import load_training_state
     from mlflow.tracking import MlflowClient
