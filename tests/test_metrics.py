@@ -185,6 +185,8 @@ class Double(torch.nn.Module):
         return out
 
     def reconstruct(self, x):
+        if self.rec == "noisy":  # like G's per-pixel noise: the global RNG
+            return x + 0.1 * torch.randn_like(x)
         return x.clone() if self.rec == "identity" else torch.zeros_like(x)
 
     def encode(self, x):
@@ -223,6 +225,19 @@ def test_noise_model(extractor, tiny_shards):
     assert m["mse"] == pytest.approx(x[:200].double().pow(2).mean().item(), rel=1e-9)
     again = evaluate_model(Double(32), extractor, tiny_shards, cfg, ["fid"])
     assert again == {"fid_classifier": m["fid_classifier"]}   # the model's own noise is seeded
+
+
+def test_reconstruction_noise_is_seeded_whatever_the_process_drew_before(extractor, tiny_shards):
+    cfg = EvaluateConfig(num_images=200, batch_size=64, seed=5)
+    runs = []
+    for before in (1, 2):
+        torch.manual_seed(before)  # another history of the global RNG
+        runs.append(evaluate_model(Double(32, rec="noisy"), extractor, tiny_shards, cfg,
+                                   ["rec_fid", "mse"]))
+    assert runs[0] == runs[1] and runs[0]["mse"] > 0.005
+    other = evaluate_model(Double(32, rec="noisy"), extractor, tiny_shards,
+                           EvaluateConfig(num_images=200, batch_size=64, seed=6), ["mse"])
+    assert other["mse"] != runs[0]["mse"]  # the seed does reach the noise
 
 
 def test_samples_do_not_depend_on_batch_size(extractor, tiny_shards):

@@ -144,7 +144,11 @@ class Evaluation:
         batches, n = self._batches("test", None if (want_ref or probe) else n_rec)
         parts = [p for p, on in (("reference", want_ref), ("reconstructions", n_rec),
                                  ("probe codes", probe)) if on]
-        with torch.no_grad():
+        cuda = [self.device] if self.device.type == "cuda" else []
+        # G's per-pixel noise in the reconstructions: seeded here, not left to whatever the
+        # process drew before (rec_fid and mse are then reproducible for a given evaluate.seed).
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.cfg.seed + 1)
             for x, y in _bar(batches, "test split: " + ", ".join(parts),
                              -(-n // self.cfg.batch_size)):
                 x = x.to(self.device)
