@@ -37,7 +37,7 @@ from alae.train.loop import blend_real  # noqa: E402
 from alae.train.precision import Precision  # noqa: E402
 from alae.train.schedule import Schedule  # noqa: E402
 from alae.train.steps import (Level, discriminator_step, generator_step, latent_step,  # noqa: E402
-                              make_optimizers)
+                              make_optimizers, r1_weight)
 
 VARIANTS = {"plain": {}, "channels_last": {"channels_last": True}, "bf16": {"precision": "bf16"},
             "lazy_r1": {"r1_interval": 4}}
@@ -71,7 +71,7 @@ def level_speed(params: Params, lod: int, seconds: float, channels_last: bool = 
     step, n, start = 0, 0, None
     while True:
         x = blend_real(real, level.alpha or 1.0).contiguous(memory_format=fmt)
-        r1 = cfg.r1_gamma * r1_interval if step % r1_interval == 0 else 0.0
+        r1 = r1_weight(cfg.r1_gamma, r1_interval, step)
         discriminator_step(model, opt, x, r1, level, cfg.style_mixing, prec)
         generator_step(model, opt, batch, device, level, cfg.style_mixing, prec)
         latent_step(model, opt, batch, device, level, prec)

@@ -40,7 +40,7 @@ from alae.train.ema import make_ema, update_ema
 from alae.train.precision import Precision
 from alae.train.schedule import Phase, Schedule
 from alae.train.steps import (Level, Optimizers, discriminator_step, generator_step, latent_step,
-                              make_optimizers)
+                              make_optimizers, r1_weight)
 
 SNAPSHOT_SEED = 1234  # the fixed latents of the per-level sample grids
 SNAPSHOT_SAMPLES = 32
@@ -241,8 +241,7 @@ class Trainer:
                 real = blend_real(real.to(device, non_blocking=True), phase.alpha)
                 real = real.contiguous(memory_format=self.memory_format)
                 n = real.shape[0] * self.world  # images of the global batch
-                # Lazy R1: gamma * interval on every interval-th step (the same mean weight).
-                r1 = cfg.r1_gamma * cfg.r1_interval if self.steps % cfg.r1_interval == 0 else 0.0
+                r1 = r1_weight(cfg.r1_gamma, cfg.r1_interval, self.steps)
                 loss_d = discriminator_step(model, self.opt, real, r1, level, cfg.style_mixing,
                                             self.precision)
                 loss_g = generator_step(model, self.opt, n, device, level, cfg.style_mixing,

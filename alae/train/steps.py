@@ -75,6 +75,12 @@ def sample_w(model: ALAE, n: int, device: torch.device, lod: Optional[int] = Non
     return w
 
 
+def r1_weight(gamma: float, interval: int, step: int) -> float:
+    """Lazy R1 (StyleGAN2): gamma * interval on every interval-th step, 0 in between (the same
+    mean weight); interval 1 is the paper's R1 at every step."""
+    return gamma * interval if step % interval == 0 else 0.0
+
+
 def discriminator_step(model: ALAE, opt: Optimizers, real: torch.Tensor, r1_gamma: float,
                        level: Level = Level(), mixing: float = 0.0,
                        precision: Precision = FP32) -> torch.Tensor:
