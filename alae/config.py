@@ -116,6 +116,8 @@ class ModelConfig:
     hidden: int = 1024          # mlp: width of the encoder and generator
     start_channels: int = 16    # style: feature maps at the final resolution...
     max_channels: int = 64      # ...doubling towards 4x4 up to this cap
+    fused_resample: bool = True  # style: conv+pool and upsample+conv as one strided conv
+                                 # (same sums, 4/9 of the work); false: the reference's order
 
     def check(self) -> None:
         _choice("model.kind", self.kind, ("style", "mlp"))

@@ -28,15 +28,16 @@ def _free_port() -> int:
 
 
 def train_fixed(batches: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
-    """Updates of an 8x8 StyleALAE mid-transition on fixed global batches (steps, B, 1, 8, 8),
-    this rank taking its slice; returns the gradients of the first batch's three updates (as the
-    optimizers saw them: averaged over ranks), then the trained and EMA weights and w_avg."""
+    """The training loop's `train_step` (an 8x8 StyleALAE mid-transition) on fixed global
+    batches (steps, B, 1, 8, 8), this rank taking its slice; returns the gradients of the first
+    batch's four optimizer steps (E+D, F+G, then both for the latent update) as the optimizers saw
+    them (averaged over ranks), then the trained and EMA weights and w_avg."""
+    from alae.config import TrainConfig
     from alae.distributed import world
     from alae.nn import build_model
-    from alae.train.ema import make_ema, update_ema
+    from alae.train.ema import make_ema
     from alae.train.precision import Precision
-    from alae.train.steps import (Level, discriminator_step, generator_step, latent_step,
-                                  make_optimizers)
+    from alae.train.steps import Level, make_optimizers, train_step
 
     rank, size = world()
     # float64: rounding differences between one mean of 16 and two means of 8 stay ~1e-16, far
@@ -46,29 +47,26 @@ def train_fixed(batches: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)  # same weights and the same random stream on every rank
     model = build_model(parse_params({"model": MODEL}).model, 1, 8)
     ema, opt, prec = make_ema(model), make_optimizers(model, lr, 0.0, 0.99), Precision()
+    cfg = TrainConfig(r1_gamma=10.0, style_mixing=0.9, ema_kimg=0.5)
     level = Level(1, 0.5)
     model.set_level(1, 0.5)
-    out = {}
+    out: dict[str, torch.Tensor] = {}
+    names = {p: name for name, p in model.named_parameters()}
 
-    def grads(update: str) -> None:
-        for name, p in model.named_parameters():
-            if p.grad is not None and len(out) < 10_000:
-                out[f"grad.{update}.{name}"] = p.grad.clone()
+    def record(optimizer, _args, _kwargs) -> None:
+        update = sum(1 for k in out if k.endswith(".count"))
+        if update < 4:  # the first batch: E+D, F+G, latent E+D, latent F+G
+            out[f"grad.{update}.count"] = torch.tensor(1.0)
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        out[f"grad.{update}.{names[p]}"] = p.grad.clone()
 
-    cpu = torch.device("cpu")
-    for i, real in enumerate(batches):
+    for optimizer in (opt.ed, opt.fg):
+        optimizer.register_step_pre_hook(record)
+    for step, real in enumerate(batches):
         local = real.shape[0] // size
-        x = real[rank * local:(rank + 1) * local]
-        discriminator_step(model, opt, x, 10.0, level, mixing=0.9, precision=prec)
-        if i == 0:
-            grads("d")
-        generator_step(model, opt, local, cpu, level, 0.9, prec)
-        if i == 0:
-            grads("g")
-        latent_step(model, opt, local, cpu, level, prec)
-        if i == 0:
-            grads("lae")
-        update_ema(ema, model, real.shape[0], 0.5)
+        train_step(model, ema, opt, real[rank * local:(rank + 1) * local], level, cfg, step, prec)
     out.update({f"model.{k}": v.clone() for k, v in model.state_dict().items()})
     torch.set_default_dtype(torch.float32)
     out.update({f"ema.{k}": v.clone() for k, v in ema.state_dict().items()})
@@ -90,7 +88,7 @@ def _one_and_two(batches: torch.Tensor, lr: float, tmp: Path) -> tuple[dict, lis
     single = train_fixed(batches, lr)
     mp.spawn(_worker, args=(2, _free_port(), batches, lr, str(tmp)), nprocs=2, join=True)
     ranks = [torch.load(tmp / f"rank{r}.pt") for r in (0, 1)]
-    assert single.keys() == ranks[0].keys() and any(k.startswith("grad.lae") for k in single)
+    assert single.keys() == ranks[0].keys() and sum(k.startswith("grad.3.") for k in single) > 10
     for name in single:
         # the ranks agree bit for bit: same start, same averaged gradients, same Adam arithmetic
         assert torch.equal(ranks[0][name], ranks[1][name]), name

@@ -1,5 +1,7 @@
 """Equalized learning-rate layers and the assembled MLP ALAE."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -126,3 +128,54 @@ def test_block_channels_follow_the_reference_rule():
     # 32x32: four levels, start 64, cap 256 (reference MNIST): 256 256 128 64
     assert [block_channels(i, 4, 64, 256) for i in range(4)] == [256, 256, 128, 64]
     assert block_channels(-1, 4, 16, 512) == 256  # E's output width of the 4x4 block
+
+
+# --- fused resampling: the same function and gradients as the reference's layer order --------
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_up_and_down_equal_the_unfused_layer_order(bias):
+    torch.manual_seed(0)
+    conv = EqualConv2d(6, 5, 3, bias=bias).double()
+    if bias:
+        torch.nn.init.normal_(conv.bias)
+    x = torch.randn(3, 6, 8, 8, dtype=torch.float64, requires_grad=True)
+    for resample in ("up", "down"):
+        outputs, grads = [], []
+        for fused in (False, True):
+            conv.fused = fused
+            out = getattr(conv, resample)(x)
+            (gx, gw) = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64)
+                                            .view_as(out)).sum(), (x, conv.weight))
+            outputs.append(out), grads.append((gx, gw))
+        expected = (3, 5, 16, 16) if resample == "up" else (3, 5, 4, 4)
+        assert outputs[0].shape == outputs[1].shape == expected
+        torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-12, atol=1e-12)
+        for g_fused, g_plain in zip(grads[1], grads[0]):
+            torch.testing.assert_close(g_fused, g_plain, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_resample_model_matches_the_reference_order_at_every_level():
+    """The whole StyleALAE (G, E, D, R1's input gradient) with fused_resample on and off, same
+    weights, float64: equal at every level, mid-transition included."""
+    from alae.config import ModelConfig as MC
+    from alae.nn.layers import NoiseInjection as Noise
+    cfg = MC(kind="style", latent=8, mapping_layers=2, start_channels=4, max_channels=16)
+    torch.manual_seed(0)
+    plain = build_model(dataclasses.replace(cfg, fused_resample=False), 1, 16).double()
+    fused = build_model(cfg, 1, 16).double()
+    for m in plain.modules():
+        if isinstance(m, Noise):
+            torch.nn.init.normal_(m.weight)
+    fused.load_state_dict(plain.state_dict())
+    assert all(not m.fused for m in plain.modules() if isinstance(m, EqualConv2d))
+    for lod, alpha in [(1, 0.3), (2, 1.0), (2, 0.6)]:
+        w = torch.randn(4, 8, dtype=torch.float64)
+        results = []
+        for model in (plain, fused):
+            torch.manual_seed(1)  # the same noise
+            image = model.decode(w, lod, alpha)
+            x = image.detach().requires_grad_()
+            score = model.score(x, lod, alpha)
+            (gx,) = torch.autograd.grad(score.sum(), x)
+            results.append((image, model.encode(image, lod, alpha), score, gx))
+        for a, b in zip(*results):
+            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)

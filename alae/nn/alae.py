@@ -14,6 +14,7 @@ from torch import nn
 
 from alae.distributed import mean_over_ranks
 from alae.config import ModelConfig
+from alae.nn.layers import EqualConv2d
 from alae.nn.mlp import EncoderMLP, GeneratorMLP, MappingD, MappingF
 from alae.nn.style import StyleEncoder, StyleSynthesis
 
@@ -116,6 +117,10 @@ def build_model(cfg: ModelConfig, channels: int, resolution: int) -> ALAE:
         encoder = EncoderMLP(cfg.latent, cfg.hidden, channels, resolution)
     else:
         raise ValueError(f"model.kind {cfg.kind!r} is not known")
-    return ALAE(mapping=MappingF(cfg.latent, cfg.mapping_layers), synthesis=synthesis,
-                encoder=encoder, discriminator=MappingD(cfg.latent),
-                latent=cfg.latent, channels=channels, resolution=resolution)
+    model = ALAE(mapping=MappingF(cfg.latent, cfg.mapping_layers), synthesis=synthesis,
+                 encoder=encoder, discriminator=MappingD(cfg.latent),
+                 latent=cfg.latent, channels=channels, resolution=resolution)
+    for layer in model.modules():
+        if isinstance(layer, EqualConv2d):
+            layer.fused = cfg.fused_resample
+    return model

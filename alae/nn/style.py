@@ -73,7 +73,7 @@ class SynthesisBlock(nn.Module):
         if self.first:
             x = self.const.expand(w1.shape[0], -1, -1, -1)
         else:
-            x = self.blur(self.conv1(upsample(x)))
+            x = self.blur(self.conv1.up(x))
         x = _act(self.noise1(x, noise) + self.bias1.view(1, -1, 1, 1))
         x = self.style1(instance_norm(x), w1)
         x = self.conv2(x)
@@ -143,7 +143,7 @@ class EncoderBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = _act(self.conv1(x))
         w = self.style1(channel_stats(x))
-        x = downsample(self.conv2(self.blur(instance_norm(x))))
+        x = self.conv2.down(self.blur(instance_norm(x)))
         x = _act(x)
         w = w + self.style2(channel_stats(x))
         return instance_norm(x), w

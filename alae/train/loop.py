@@ -36,11 +36,10 @@ from alae.distributed import any_rank, mean_over_ranks, world
 from alae.errors import Stopped, UserError
 from alae.nn import ALAE, build_model
 from alae.progress import progress_bar
-from alae.train.ema import make_ema, update_ema
+from alae.train.ema import make_ema
 from alae.train.precision import Precision
 from alae.train.schedule import Phase, Schedule
-from alae.train.steps import (Level, Optimizers, discriminator_step, generator_step, latent_step,
-                              make_optimizers, r1_weight)
+from alae.train.steps import Level, Optimizers, make_optimizers, train_step
 
 SNAPSHOT_SEED = 1234  # the fixed latents of the per-level sample grids
 SNAPSHOT_SAMPLES = 32
@@ -240,16 +239,10 @@ class Trainer:
                 self.batches_drawn += 1
                 real = blend_real(real.to(device, non_blocking=True), phase.alpha)
                 real = real.contiguous(memory_format=self.memory_format)
-                n = real.shape[0] * self.world  # images of the global batch
-                r1 = r1_weight(cfg.r1_gamma, cfg.r1_interval, self.steps)
-                loss_d = discriminator_step(model, self.opt, real, r1, level, cfg.style_mixing,
-                                            self.precision)
-                loss_g = generator_step(model, self.opt, n, device, level, cfg.style_mixing,
-                                        self.precision)
-                lae = latent_step(model, self.opt, n, device, level, self.precision)
-                update_ema(self.ema, model, n, cfg.ema_kimg)
+                sums += train_step(model, self.ema, self.opt, real, level, cfg, self.steps,
+                                   self.precision).float()
                 self.steps += 1
-                sums += torch.stack([loss_d, loss_g, lae]).float()
+                n = real.shape[0] * self.world  # images of the global batch
                 steps += 1
                 self.nimg += n
                 bar.update(n)

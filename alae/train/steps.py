@@ -18,9 +18,11 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
+from alae.config import TrainConfig
+from alae.distributed import global_randn, world
 from alae.nn import ALAE
 from alae.train import losses
-from alae.distributed import global_randn
+from alae.train.ema import update_ema
 from alae.train.precision import FP32, Precision
 
 
@@ -134,3 +136,17 @@ def latent_step(model: ALAE, opt: Optimizers, batch: int, device: torch.device,
     precision.backward(loss)
     precision.step(opt.ed, opt.fg)
     return loss.detach()
+
+
+def train_step(model: ALAE, ema: ALAE, opt: Optimizers, real: torch.Tensor, level: Level,
+               cfg: TrainConfig, step: int, precision: Precision = FP32) -> torch.Tensor:
+    """One batch: the three updates, then the EMA. `real` is this rank's share of the global
+    batch (blended for the level); `step` counts batches from the run's start (lazy R1's phase).
+    Returns (loss_d, loss_g, lae), detached."""
+    local = real.shape[0]
+    r1 = r1_weight(cfg.r1_gamma, cfg.r1_interval, step)
+    loss_d = discriminator_step(model, opt, real, r1, level, cfg.style_mixing, precision)
+    loss_g = generator_step(model, opt, local, real.device, level, cfg.style_mixing, precision)
+    lae = latent_step(model, opt, local, real.device, level, precision)
+    update_ema(ema, model, local * world()[1], cfg.ema_kimg)  # the EMA counts global images
+    return torch.stack([loss_d, loss_g, lae])
