@@ -147,7 +147,7 @@ class Evaluation:
         cuda = [self.device] if self.device.type == "cuda" else []
         # G's per-pixel noise in the reconstructions: seeded here, not left to whatever the
         # process drew before (rec_fid and mse are then reproducible for a given evaluate.seed).
-        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+        with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.cfg.seed + 1)
             for x, y in _bar(batches, "test split: " + ", ".join(parts),
                              -(-n // self.cfg.batch_size)):
@@ -187,7 +187,7 @@ class Evaluation:
                         generator=torch.Generator().manual_seed(self.cfg.seed))
         cuda = [self.device] if self.device.type == "cuda" else []
         # The generator's per-pixel noise draws from the global RNG: seed it, and restore it after.
-        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+        with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.cfg.seed)
             chunks = z.split(self.cfg.batch_size)
             for zb in _bar(chunks, "generated", len(chunks)):
@@ -205,7 +205,7 @@ class Evaluation:
         batches, n = self._batches("train", max(n_floor, n_probe))
         parts = [p for p, on in (("data floor", n_floor), ("probe codes", n_probe)) if on]
         seen = 0
-        with torch.no_grad():
+        with torch.inference_mode():
             for x, y in _bar(batches, "train split: " + ", ".join(parts),
                              -(-n // self.cfg.batch_size)):
                 x = x.to(self.device)
@@ -306,7 +306,7 @@ def evaluate_model(model: torch.nn.Module, extractor, shards_dir: str | Path, cf
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def quick_fid(model: torch.nn.Module, extractor, reference: FeatureStats, n: int, seed: int,
               batch_size: int = 250) -> float:
     """FID of `n` samples at the level of detail the model is at, upsampled (nearest, as the

@@ -59,7 +59,7 @@ class ClassifierFeatures:
         self.net.to(device)
         return self
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.net.channels:
             raise ValueError(f"featurenet expects {self.net.channels}-channel images, "

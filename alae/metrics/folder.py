@@ -56,7 +56,7 @@ def folder_stats(folder: str | Path, extractor, batch_size: int = 50) -> Feature
                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}, found {len(files)}")
     mode = "L" if getattr(extractor, "channels", 3) == 1 else "RGB"
     stats = FeatureStats()
-    with torch.no_grad():
+    with torch.inference_mode():
         for x in tqdm(folder_batches(files, mode, batch_size), desc=f"fid: {folder}",
                       total=-(-len(files) // batch_size), file=sys.stderr, unit="batch"):
             stats.update(extractor(x))

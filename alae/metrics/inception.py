@@ -98,7 +98,7 @@ class InceptionFeatures:
         self.net.to(device)
         return self
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] not in (1, 3):
             raise ValueError(f"Inception takes 1- or 3-channel images, got {x.shape[1]} channels")
@@ -147,7 +147,7 @@ def write_standin_weights(path: str | Path, seed: int = 0, calibration_images: i
         images = F.interpolate(low, size=(128, 128), mode="bilinear", align_corners=False)
         wrapper.train()
         wrapper.resize_input = False
-        with torch.no_grad():
+        with torch.inference_mode():
             wrapper(images)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

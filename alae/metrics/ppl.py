@@ -50,7 +50,7 @@ class FeatureDistance:
         self.extractor = extractor
         self.name = name or extractor.name
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         fa = F.normalize(self.extractor(a).double(), dim=1)
         fb = F.normalize(self.extractor(b).double(), dim=1)
@@ -71,7 +71,7 @@ class LpipsDistance:
         self.net = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False).to(device)
         self.device = torch.device(device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         def prep(x: torch.Tensor) -> torch.Tensor:
             x = x.to(self.device, torch.float32)
@@ -115,7 +115,7 @@ def draw_pairs(n: int, latent: int, seed: int,
     return z0, z1, t
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def path_lengths(model: torch.nn.Module, distance: Callable, n: int, sampling: str, seed: int,
                  batch_size: int, eps: float = EPSILON, progress: bool = True) -> np.ndarray:
     """The n unfiltered samples l (float64) of the module docstring, for `model.mapping` (F) and

@@ -31,7 +31,7 @@ def dataset_digest(shards_dir: str | Path) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def compute_reference(extractor, shards_dir: str | Path, resolution: Optional[int] = None,
                       batch_size: int = 500) -> FeatureStats:
     """Running statistics of the test split (stored order, every image clamped to [-1, 1], at
