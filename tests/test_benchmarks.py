@@ -1,0 +1,42 @@
+"""The benchmark's measuring parts (not its numbers): FLOP counting, and one level's side-by-side
+rows on a tiny StyleALAE."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from alae.config import parse_params
+from benchmarks.__main__ import FlopCount, level_speeds
+
+TINY = {"data": {"resolution": 8},
+        "model": {"kind": "style", "latent": 8, "mapping_layers": 2, "start_channels": 4,
+                  "max_channels": 8},
+        "train": {"batch_size": 4}}
+
+
+def test_flop_count_of_a_convolution_forward_and_backward():
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    w = torch.randn(5, 3, 3, 3, requires_grad=True)
+    counter = FlopCount()
+    with counter:
+        y = F.conv2d(x, w, padding=1)
+    forward = 2 * 2 * 5 * 3 * 9 * 8 * 8  # 2 FLOPs per multiply-add, per output element
+    assert counter.flops == forward
+    with counter:
+        y.sum().backward()
+    assert counter.flops == 3 * forward  # gradients of the input and of the weight
+
+
+def test_level_speeds_gives_every_variant_with_ratios_and_fewer_flops_where_expected():
+    params = parse_params(TINY)
+    variants = {"plain": {}, "fused_resample": {"fused_resample": True},
+                "lazy_r1": {"r1_interval": 4}}
+    rows = {r["variant"]: r for r in level_speeds(params, 1, variants, seconds=0.0, rounds=1)}
+    assert rows.keys() == variants.keys()
+    assert rows["plain"]["ratio_plain_vs_plain"] == 1.0
+    for name, row in rows.items():
+        assert row["img_per_s"] > 0 and row["gflop_per_s"] > 0, row
+        assert row[f"ratio_{name}_vs_plain"] == round(row["img_per_s"] / rows["plain"]["img_per_s"], 3)
+    plain, fused = rows["plain"]["gflop_per_img"], rows["fused_resample"]["gflop_per_img"]
+    assert fused < 0.9 * plain  # G's up-conv and E's down-conv at 8x8: 4/9 of their work
+    assert rows["lazy_r1"]["gflop_per_img"] < plain  # R1 on one step in four
