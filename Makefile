@@ -33,8 +33,8 @@ run: setup
 test: setup
 	$(VENV)/bin/python -m pytest
 
-bench: setup
-	$(VENV)/bin/python -m benchmarks
+bench: setup  # narrow it with e.g. BENCH_ARGS="--configs mnist --levels 3"
+	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
 
 ui: setup
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)
