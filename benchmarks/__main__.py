@@ -176,18 +176,18 @@ class Trial:
         return k * self.batch / (mean[True] + (k - 1) * mean[False])
 
     def gflop_per_img(self) -> float:
-        """Counted on untimed steps (dispatch tracing slows them); lazy R1: the cycle's mean.
-        FLOPs per image do not depend on the batch: count on a Trial of batch 2."""
-        kinds = [None] if self.cfg.r1_interval == 1 else [True, False]
-        flops = []
-        for r1 in kinds:
+        """Counted on untimed steps (dispatch tracing slows them); lazy R1: a k-step cycle's
+        mean. FLOPs per image do not depend on the batch: `level_speeds` counts on batch 2."""
+        def count(r1: Optional[bool]) -> int:
             counter = FlopCount()
             with counter:
                 self.step(r1)
-            flops.append(counter.flops)
+            return counter.flops
+
+        k = self.cfg.r1_interval
+        per_step = count(None) if k == 1 else (count(True) + (k - 1) * count(False)) / k
         self.step_seconds = {True: [], False: []}
-        total = flops[0] if len(flops) == 1 else flops[0] + (self.cfg.r1_interval - 1) * flops[1]
-        return total / (len(flops) if len(flops) == 1 else self.cfg.r1_interval) / self.batch / 1e9
+        return per_step / self.batch / 1e9
 
 
 def level_speeds(params: Params, lod: int, variants: dict[str, dict], seconds: float,
