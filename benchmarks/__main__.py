@@ -349,7 +349,7 @@ def main(params_path: str, seconds: float, rounds: int, threads: int, configs: s
     if default_slowest:
         ratio = load / default_slowest
         results["loader"]["ratio_loader_vs_default_training"] = round(ratio, 1)
-        print(f" = {ratio:.0f}x the default model's slowest level ({default_slowest:.0f} img/s)")
+        print(f" = {ratio:.0f}x the default model's slowest measured level ({default_slowest:.0f} img/s)")
     print("evaluation, generation FID pass (default model): " + ", ".join(
         f"{k} {v:.1f}" for k, v in results["evaluate"].items()) + " (Inception: stand-in weights, "
         "speed only)")
