@@ -28,9 +28,11 @@ TINY = {
 
 
 def clean_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
-    """This environment without MLflow/DVC settings, with the venv's `bin` first on PATH (DVC's
+    """This environment without MLflow/DVC settings (nor PYTHONDONTWRITEBYTECODE), with the venv's `bin` first on PATH (DVC's
     queue workers and stages start `dvc` and `python` from PATH)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    # Stages write __pycache__/ into the code folders DVC hashes, as on a user's machine.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
     env.update(extra or {})

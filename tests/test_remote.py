@@ -5,9 +5,11 @@ The `cache: false` outputs (metrics/, plots/train.csv, figures/) are never pushe
 A clone of a commit without them reports their stages changed and `dvc repro` would retrain."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline_helpers import copy_repo, run
 
@@ -56,3 +58,24 @@ def test_clone_pull_and_nothing_to_reproduce(pushed):
     assert "Running stage" not in out, out
     # the pulled model is byte for byte the pushed one
     assert (clone / "models/alae.pt").read_bytes() == (repo / "models/alae.pt").read_bytes()
+
+
+def test_a_fresh_clone_sees_only_missing_outputs(reproduced_repo, tmp_path):
+    """The stages write `__pycache__/` into the code folders they depend on; `.dvcignore` must
+    keep those files out of the recorded hashes, or a clone (which has none) calls every code
+    dependency modified and `dvc pull` can never give "nothing to reproduce"."""
+    assert list((reproduced_repo / "alae").rglob("*.pyc")), "the stages wrote no bytecode"
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(reproduced_repo), str(clone)], tmp_path)
+    status = json.loads(run(["dvc", "status", "--json"], clone).stdout)
+    outputs = {out for stage in yaml.safe_load((clone / "dvc.yaml").read_text())["stages"].values()
+               for entry in stage.get("outs", []) + stage.get("metrics", [])
+               for out in ([entry] if isinstance(entry, str) else entry)}
+    assert status, "a clone without outputs cannot be up to date"
+    for stage, changes in status.items():
+        for change in changes:
+            for path, state in change.get("changed deps", {}).items():
+                assert state == "deleted" and any(path.startswith(o.split("${")[0]) for o in outputs), \
+                    f"{stage}: dependency {path} {state} in a fresh clone"
+            for path, state in change.get("changed outs", {}).items():
+                assert state in ("deleted", "not in cache"), f"{stage}: output {path} {state}"
