@@ -289,14 +289,17 @@ def _git(*args: str, cwd: Path) -> Optional[str]:
 def _experiment_id(client: Any, uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is not None:
-        return exp.experiment_id
     # A SQLite store keeps its artifacts beside it (the default: both at the repo root), not in
     # ./mlruns of whatever folder a stage happened to start in.
     location = None
     if uri.startswith(SQLITE):
         location = (Path(uri[len(SQLITE):]).parent / "mlartifacts").as_uri()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        if location is not None and exp.artifact_location != location:
+            _move_artifact_locations(uri[len(SQLITE):], exp.experiment_id, exp.artifact_location,
+                                     location)
+        return exp.experiment_id
     try:
         return client.create_experiment(EXPERIMENT, artifact_location=location)
     except MlflowException:  # another process created it a moment ago (a server, not SQLite)
@@ -304,6 +307,27 @@ def _experiment_id(client: Any, uri: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def _move_artifact_locations(db: str, exp_id: str, old: str, new: str) -> None:
+    """MLflow stores absolute artifact locations: after the repository (and its store) moved or
+    was copied, new runs would write into the old folder. A store of this project's layout
+    (`mlartifacts/` beside the database) is pointed at the folder beside it now, runs included;
+    any other location is not ours to change."""
+    import sqlite3
+
+    if not (old.startswith("file://") and old.rstrip("/").endswith("/mlartifacts")):
+        raise UserError(f"{db}: experiment {EXPERIMENT!r} keeps its artifacts at {old}, not "
+                        f"beside the store ({new}): move them there, or set MLFLOW_TRACKING_URI "
+                        "to the store they belong to")
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con, con:
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                    (new, int(exp_id)))
+        con.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                    "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                    (new, len(old) + 1, int(exp_id), len(old), old))
+    print(f"MLflow store {db} was moved: artifact locations changed from {old} to {new}",
+          file=sys.stderr)
 
 
 def _tags(key: str, root: Path) -> dict[str, str]:

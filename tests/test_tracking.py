@@ -113,3 +113,41 @@ def test_metrics_wait_while_the_store_is_away_and_arrive_in_order(store, tmp_pat
     steps = sorted(m.step for m in client.get_metric_history(run.run_id, "loss_d"))
     assert steps == [1, 2, 3, 4, 5] and not run.pending.exists()
     assert client.get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_a_moved_repository_writes_artifacts_beside_its_store(tmp_path, monkeypatch):
+    """MLflow keeps absolute artifact paths: after `mv repo elsewhere`, new runs must not write
+    into the old folder (which may be gone, or another user's copy)."""
+    from mlflow.tracking import MlflowClient
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    (tmp_path / "note.txt").write_text("hi")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{old / 'mlflow.db'}")
+    with pipeline_run(parse_params({"seed": 1}), "figures") as first:
+        first.log_artifact(tmp_path / "note.txt")
+    old.rename(new)
+    uri = f"sqlite:///{new / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pipeline_run(parse_params({"seed": 2}), "figures") as second:
+        second.log_artifact(tmp_path / "note.txt")
+    assert not old.exists()
+    client = MlflowClient(uri)
+    for run in (first, second):
+        info = client.get_run(run.run_id).info
+        assert info.artifact_uri.startswith((new / "mlartifacts").as_uri()), info.artifact_uri
+        assert (Path(info.artifact_uri[len("file://"):]) / "note.txt").read_text() == "hi"
+    assert client.get_experiment_by_name("alae").artifact_location == (new / "mlartifacts").as_uri()
+
+
+def test_an_artifact_location_that_is_not_the_projects_is_refused(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from alae.errors import UserError
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    MlflowClient(uri).create_experiment("alae", artifact_location=(tmp_path / "elsewhere").as_uri())
+    with pytest.raises(UserError, match="elsewhere.*not beside the store"):
+        with pipeline_run(parse_params({}), "figures"):
+            pass
