@@ -21,7 +21,9 @@ from alae.io import atomic_open
 from alae.nn import ALAE, build_model
 
 FORMAT = "alae-model"
-VERSION = 1
+# 2: model.encoder_as_reference (E's from-RGB activation and style gain as the authors'); a
+# version-1 file holds an E whose weights mean something else under version 2's forward pass.
+VERSION = 2
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -61,7 +63,9 @@ def _load(path: Path, device: str | torch.device) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a model file of this project (no '{FORMAT}' marker)")
     if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path}: model format version {ckpt.get('version')} is not {VERSION}")
+        raise CheckpointError(f"{path}: model format version {ckpt.get('version')} is not "
+                              f"{VERSION} (written by another version of this project: retrain "
+                              "it, e.g. `dvc repro`)")
     return ckpt
 
 

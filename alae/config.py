@@ -118,6 +118,8 @@ class ModelConfig:
     max_channels: int = 64      # ...doubling towards 4x4 up to this cap
     fused_resample: bool = True  # style: conv+pool and upsample+conv as one strided conv
                                  # (same sums, 4/9 of the work); false: the reference's order
+    encoder_as_reference: bool = True  # style: E as the authors' (from-RGB leaky ReLU twice,
+                                       # statistics -> w at gain sqrt 2); false: once, gain 1
 
     def check(self) -> None:
         _choice("model.kind", self.kind, ("style", "mlp"))
@@ -150,6 +152,8 @@ class TrainConfig:
     precision: str = "fp32"      # fp32 | bf16 (autocast; GPUs, AMX CPUs) | fp16 (CUDA, scaled)
     r1_interval: int = 1         # lazy R1 (StyleGAN2): penalty every k-th step, times k; 1: faithful
     channels_last: bool = False  # NHWC memory format for the convolutions
+    d_zero_grad_step: bool = False  # the authors' runs (torch 1.x) also stepped D's Adam with zero
+                                    # gradients in the latent update (v decays twice per batch)
     nproc: int = 1               # data-parallel processes (torchrun); each global batch is split
     threads: int = 0             # torch CPU threads; 0 = torch's default
 

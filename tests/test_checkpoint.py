@@ -157,3 +157,13 @@ def test_alae_preset_writes_values_and_keeps_comments(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "alae.cli", "preset", "nope", "--params",
                           str(target)], capture_output=True, text=True, cwd=root)
     assert bad.returncode == 1 and "preset 'nope': not found (known: celeba-hq256, ffhq, mlp, mnist)" in bad.stderr
+
+
+def test_a_file_of_another_format_version_is_refused_in_one_line(model_file):
+    """Version 2 changed what E's weights mean (model.encoder_as_reference): a version-1 file
+    must not load into the new forward pass."""
+    ckpt = torch.load(model_file, weights_only=True)
+    ckpt["version"] = 1
+    torch.save(ckpt, model_file)
+    with pytest.raises(CheckpointError, match=r"model format version 1 is not 2 .*retrain"):
+        load_model(model_file)

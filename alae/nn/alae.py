@@ -111,7 +111,8 @@ def build_model(cfg: ModelConfig, channels: int, resolution: int) -> ALAE:
     if cfg.kind == "style":
         size = dict(latent=cfg.latent, channels=channels, resolution=resolution,
                     start=cfg.start_channels, maximum=cfg.max_channels)
-        synthesis, encoder = StyleSynthesis(**size), StyleEncoder(**size)
+        synthesis = StyleSynthesis(**size)
+        encoder = StyleEncoder(**size, as_reference=cfg.encoder_as_reference)
     elif cfg.kind == "mlp":
         synthesis = GeneratorMLP(cfg.latent, cfg.hidden, channels, resolution)
         encoder = EncoderMLP(cfg.latent, cfg.hidden, channels, resolution)

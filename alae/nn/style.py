@@ -132,13 +132,13 @@ class EncoderBlock(nn.Module):
     2x2 average pool, leaky ReLU, statistics -> w, instance norm. Returns the features for the
     next (coarser) block and this block's contribution to w."""
 
-    def __init__(self, in_channels: int, out_channels: int, latent: int):
+    def __init__(self, in_channels: int, out_channels: int, latent: int, style_gain: float):
         super().__init__()
         self.conv1 = EqualConv2d(in_channels, in_channels, 3)
-        self.style1 = EqualLinear(2 * in_channels, latent, gain=1.0)
+        self.style1 = EqualLinear(2 * in_channels, latent, gain=style_gain)
         self.blur = Blur()
         self.conv2 = EqualConv2d(in_channels, out_channels, 3)  # its bias commutes with the pool
-        self.style2 = EqualLinear(2 * out_channels, latent, gain=1.0)
+        self.style2 = EqualLinear(2 * out_channels, latent, gain=style_gain)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = _act(self.conv1(x))
@@ -151,15 +151,24 @@ class EncoderBlock(nn.Module):
 
 class StyleEncoder(nn.Module):
     """E: image -> w, the sum of every block's statistics mapped to w-space (no final dense
-    layer). Blocks are indexed by level like G's, so `blocks[lod]` mirrors G's `blocks[lod]`."""
+    layer). Blocks are indexed by level like G's, so `blocks[lod]` mirrors G's `blocks[lod]`.
 
-    def __init__(self, latent: int, channels: int, resolution: int, start: int, maximum: int):
+    `as_reference` (model.encoder_as_reference) is the authors' E exactly, as their released
+    models were trained: leaky ReLU 0.2 applied twice after from-RGB (their `FromRGB` applies it
+    and `encode` again: an effective negative slope of 0.04), and the statistics -> w layers at
+    the equalized-lr default gain sqrt(2). False: one activation and gain 1 (this project's E
+    before checkpoint format 2)."""
+
+    def __init__(self, latent: int, channels: int, resolution: int, start: int, maximum: int,
+                 as_reference: bool = True):
         super().__init__()
         self.levels = num_levels(resolution)
         self.resolution = resolution
+        self.as_reference = as_reference
         width = [block_channels(i, self.levels, start, maximum) for i in range(-1, self.levels)]
+        gain = math.sqrt(2.0) if as_reference else 1.0
         self.blocks = nn.ModuleList(
-            EncoderBlock(width[i + 1], width[i], latent) for i in range(self.levels))
+            EncoderBlock(width[i + 1], width[i], latent, gain) for i in range(self.levels))
         self.from_rgb = nn.ModuleList(
             EqualConv2d(channels, width[i + 1], 1) for i in range(self.levels))
         self.register_buffer("lod", torch.tensor(self.levels - 1))
@@ -171,12 +180,16 @@ class StyleEncoder(nn.Module):
             lod = int(self.lod)
             x = downsample(x, x.shape[-1] // (4 * 2 ** lod))
         alpha = float(self.alpha) if alpha is None else float(alpha)
-        h, w = self.blocks[lod](_act(self.from_rgb[lod](x)))
+        h, w = self.blocks[lod](self._from_rgb(lod, x))
         if lod > 0 and alpha < 1.0:
             w = w * alpha
-            previous = _act(self.from_rgb[lod - 1](downsample(x)))
+            previous = self._from_rgb(lod - 1, downsample(x))
             h = torch.lerp(previous, h, alpha)
         for i in range(lod - 1, -1, -1):
             h, contribution = self.blocks[i](h)
             w = w + contribution
         return w
+
+    def _from_rgb(self, lod: int, x: torch.Tensor) -> torch.Tensor:
+        h = _act(self.from_rgb[lod](x))
+        return _act(h) if self.as_reference else h

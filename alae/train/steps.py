@@ -125,7 +125,12 @@ def generator_step(model: ALAE, opt: Optimizers, batch: int, device: torch.devic
 
 
 def latent_step(model: ALAE, opt: Optimizers, batch: int, device: torch.device,
-                level: Level = Level(), precision: Precision = FP32) -> torch.Tensor:
+                level: Level = Level(), precision: Precision = FP32,
+                d_zero_grad_step: bool = False) -> torch.Tensor:
+    """`d_zero_grad_step` reproduces the authors' runs: on the torch 1.x they used, zero_grad()
+    left D's gradients as zero tensors, so the E+D Adam also stepped D here with a zero gradient.
+    With beta1 = 0 that step moves nothing, but it counts a step and decays D's second moment
+    once more per batch, which makes D's real steps about sqrt(1 + beta2) ~ 1.4x larger."""
     lod, alpha = level
     with precision.autocast():
         w = sample_w(model, batch, device)
@@ -134,6 +139,9 @@ def latent_step(model: ALAE, opt: Optimizers, batch: int, device: torch.device,
     opt.ed.zero_grad(set_to_none=True)
     opt.fg.zero_grad(set_to_none=True)
     precision.backward(loss)
+    if d_zero_grad_step:
+        for p in model.discriminator.parameters():
+            p.grad = torch.zeros_like(p)
     precision.step(opt.ed, opt.fg)
     return loss.detach()
 
@@ -147,6 +155,6 @@ def train_step(model: ALAE, ema: ALAE, opt: Optimizers, real: torch.Tensor, leve
     r1 = r1_weight(cfg.r1_gamma, cfg.r1_interval, step)
     loss_d = discriminator_step(model, opt, real, r1, level, cfg.style_mixing, precision)
     loss_g = generator_step(model, opt, local, real.device, level, cfg.style_mixing, precision)
-    lae = latent_step(model, opt, local, real.device, level, precision)
+    lae = latent_step(model, opt, local, real.device, level, precision, cfg.d_zero_grad_step)
     update_ema(ema, model, local * world()[1], cfg.ema_kimg)  # the EMA counts global images
     return torch.stack([loss_d, loss_g, lae])
