@@ -10,12 +10,15 @@ square and resized with LANCZOS.
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
+import stat
 import struct
 import subprocess
 import tarfile
+import warnings
 import zlib
 from pathlib import Path
 from typing import Iterator, Optional
@@ -41,7 +44,8 @@ IDX_SIDE = 28
 IDX_PAD = 2                     # 28 + 2*2 = 32, the reference's padding
 
 # Formats recognised by content, so a PNG named .jpg (or without extension) still counts.
-FOLDER_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
+# An animation (GIF, WebP, APNG) gives its first frame: PIL opens every format at frame 0.
+FOLDER_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 
 
 def sample_key(split: str, index: int) -> str:
@@ -180,15 +184,24 @@ class IdxSource:
 # -------------------------------------------------------------------------------------- folder
 
 def _flatten(img: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit L or RGB: alpha composited on black, 16-bit scaled to 8 bits."""
+    """Any PIL mode to 8-bit L or RGB: alpha composited on black, 16-bit scaled to 8 bits.
+
+    Transparency without an alpha channel (a PNG tRNS colour, a GIF's transparent index) is
+    alpha too: those pixels become black like any transparent one."""
     mode = img.mode
+    transparent = img.info.get("transparency")
     if mode.startswith("I") or mode == "F":
         # 16-bit PNGs open as I;16* or I with values 0..65535; 65535/257 = 255 exactly.
         a = np.asarray(img, dtype=np.float64)
         scale = 1.0 if mode == "F" else 257.0
-        return Image.fromarray(np.clip(np.rint(a / scale), 0, 255).astype(np.uint8), "L")
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        out = np.clip(np.rint(a / scale), 0, 255).astype(np.uint8)
+        if isinstance(transparent, int):  # PIL's convert() ignores tRNS for these modes
+            out[a == transparent] = 0
+        return Image.fromarray(out, "L")
+    if transparent is not None and mode in ("1", "L", "RGB", "P"):
+        img = img.convert("RGBA")
+    elif mode == "P":
+        img = img.convert("RGB")
     elif mode in ("PA", "LA", "La", "RGBa"):
         img = img.convert("RGBA")
     if img.mode == "RGBA":
@@ -215,9 +228,27 @@ def load_image(path: Path, resolution: int, channels: int) -> Image.Image:
 
 def _split_of(rel: str, test_fraction: float) -> str:
     # A hash of the relative path alone: adding or removing other files never moves an image
-    # between splits, and the split is the same on every machine.
-    h = int.from_bytes(hashlib.sha1(rel.encode("utf-8")).digest()[:8], "big")
+    # between splits, and the split is the same on every machine. Hashed as the name's bytes,
+    # which are its UTF-8 for every name that has one.
+    h = int.from_bytes(hashlib.sha1(os.fsencode(rel)).digest()[:8], "big")
     return "test" if h / 2.0 ** 64 < test_fraction else "train"
+
+
+def _printable(name: str) -> str:
+    """A file name as text every JSON reader and terminal takes. Linux names are bytes; Python
+    carries those that are not UTF-8 as lone surrogates, which become `\\xff` here."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _os_problem(path: Path, e: Exception) -> Optional[str]:
+    """Why the system would not give us `path`'s bytes, or None when `e` is about its content."""
+    if not isinstance(e, OSError) or not e.errno:  # PIL's decoding errors carry no errno
+        return None
+    if isinstance(e, FileNotFoundError):
+        return "dangling symbolic link" if path.is_symlink() else "vanished during the scan"
+    if e.errno == errno.ELOOP:
+        return "symbolic link loop"
+    return f"unreadable file ({e.strerror})"
 
 
 class FolderSource:
@@ -227,6 +258,11 @@ class FolderSource:
     sub-folders, those folder names (sorted) are the classes; an image directly at the top level of
     such a folder has no class and is skipped (listed with the reason), like torchvision's
     ImageFolder. When every image is at the top level the dataset has no labels.
+
+    Symbolic links are followed, to files and to folders, inside the folder or out of it (a
+    dataset assembled from links is common), but each real folder is read once: a link back to
+    an enclosing folder, or a second way into a folder already read, is skipped, so the scan
+    always ends and no image is stored twice (or in both splits).
     """
 
     def __init__(self, cfg: DataConfig):
@@ -238,12 +274,13 @@ class FolderSource:
         candidates = [rel for rel in self._walk() if self._sniff(rel)]
         nested = [rel for rel in candidates if "/" in rel]
         if nested:
-            self.label_names: Optional[list[str]] = sorted({rel.split("/", 1)[0] for rel in nested})
+            classes = sorted({rel.split("/", 1)[0] for rel in nested})
+            self.label_names: Optional[list[str]] = [_printable(c) for c in classes]
             for rel in candidates:
                 if "/" not in rel:
                     self._skip(rel, "image at the top level of a folder whose images are in "
                                     "class sub-folders (no label)")
-            ids = {name: i for i, name in enumerate(self.label_names)}
+            ids = {name: i for i, name in enumerate(classes)}
             items = [(rel, ids[rel.split("/", 1)[0]]) for rel in nested]
         else:
             self.label_names = None
@@ -258,16 +295,43 @@ class FolderSource:
                                if self.skipped else " (the folder is empty)"))
 
     def _walk(self) -> list[str]:
-        found = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in filenames:
-                if not name.startswith("."):
-                    found.append((Path(dirpath) / name).relative_to(self.root).as_posix())
+        """Relative paths of every non-hidden entry that is not a folder, sorted."""
+        found: list[str] = []
+        read: dict[tuple[int, int], str] = {}  # (device, inode) of each folder read -> its path
+        todo = [""]
+        while todo:
+            rel_dir = todo.pop()
+            folder = self.root / rel_dir
+            try:
+                st = folder.stat()
+                first = read.get((st.st_dev, st.st_ino))
+                if first is not None:
+                    if not first or rel_dir.startswith(first + "/"):  # `first` encloses it
+                        self._skip(rel_dir, "link loop: leads back to "
+                                            f"{_printable(first) or 'the source folder'}")
+                    else:
+                        self._skip(rel_dir, f"the same folder as {_printable(first)}, read once")
+                    continue
+                read[st.st_dev, st.st_ino] = rel_dir
+                with os.scandir(folder) as it:
+                    entries = sorted((e for e in it if not e.name.startswith(".")),
+                                     key=lambda e: e.name)
+            except OSError as e:
+                self._skip(rel_dir or ".", f"unreadable folder ({e.strerror})")
+                continue
+            subdirs = []
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                try:
+                    is_dir = entry.is_dir()  # follows links
+                except OSError:  # a link loop, say: listed as a file, and _sniff says why
+                    is_dir = False
+                (subdirs if is_dir else found).append(rel)
+            todo += reversed(subdirs)  # depth first, in name order: the same walk every time
         return sorted(found)
 
     def _skip(self, rel: str, reason: str) -> None:
-        self.skipped.append({"path": rel, "reason": reason})
+        self.skipped.append({"path": _printable(rel), "reason": reason})
 
     def _sniff(self, rel: str) -> bool:
         """Header check only (cheap); full decoding errors are caught while streaming.
@@ -275,19 +339,31 @@ class FolderSource:
         Like every file that is not a usable image, an empty one (an interrupted copy, a failed
         download) is skipped with its reason in the manifest, not an error: one bad file among
         thousands should not stop the stage, and the stage lists what it skipped."""
-        if (self.root / rel).stat().st_size == 0:
-            self._skip(rel, "empty file (0 bytes)")
-            return False
+        path = self.root / rel
+        reason = None
         try:
-            with Image.open(self.root / rel) as img:
-                fmt = img.format
+            st = path.stat()
+            if not stat.S_ISREG(st.st_mode):  # opening a FIFO would wait for a writer forever
+                reason = "not a regular file (a FIFO, socket or device)"
+            elif st.st_size == 0:
+                reason = "empty file (0 bytes)"
+            else:
+                with warnings.catch_warnings():
+                    # Between PIL's pixel limit and twice it PIL only warns, and decoding takes
+                    # hundreds of MB (a crafted file of a few kB): refused like a bigger bomb.
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(path) as img:
+                        fmt = img.format
+                if fmt not in FOLDER_FORMATS:
+                    reason = (f"unsupported image format {fmt} "
+                              "(expected PNG, JPEG, WebP, BMP or GIF)")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            reason = f"too many pixels to decode safely ({type(e).__name__}: {e})"
         except Exception as e:  # PIL raises many types for junk input; the reason is recorded
-            self._skip(rel, f"not an image ({type(e).__name__}: {e})")
-            return False
-        if fmt not in FOLDER_FORMATS:
-            self._skip(rel, f"unsupported image format {fmt} (expected PNG, JPEG, WebP or BMP)")
-            return False
-        return True
+            reason = _os_problem(path, e) or f"not an image ({type(e).__name__}: {e})"
+        if reason:
+            self._skip(rel, reason)
+        return reason is None
 
     def count(self, split: str) -> int:
         return len(self.items[split])
@@ -295,10 +371,12 @@ class FolderSource:
     def samples(self, split: str) -> Iterator[Sample]:
         index = 0
         for rel, label in self.items[split]:
+            path = self.root / rel
             try:
-                img = load_image(self.root / rel, self.cfg.resolution, self.cfg.channels)
-            except Exception as e:  # truncated or corrupt data past the header
-                self._skip(rel, f"unreadable image ({type(e).__name__}: {e})")
+                img = load_image(path, self.cfg.resolution, self.cfg.channels)
+            except Exception as e:  # truncated or corrupt data past the header, or a file gone
+                self._skip(rel, _os_problem(path, e) or
+                           f"unreadable image ({type(e).__name__}: {e})")
                 continue
             yield split, sample_key(split, index), img, label
             index += 1
