@@ -7,7 +7,7 @@ PORT ?= 5000
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test ui team-server dataset clean-runs bench
+.PHONY: setup run test ui team-server dataset clean-runs bench sweep
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ test: setup
 
 bench: setup  # narrow it with e.g. BENCH_ARGS="--configs mnist --levels 3"
 	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
+
+# Queue every candidate x seed of GRID as a DVC experiment, run them one at a time, export the
+# MLflow runs to sweeps/<name>.csv and regenerate the README's sweep table and figure.
+GRID ?= sweeps/default.yaml
+sweep: setup
+	$(VENV)/bin/python scripts/sweep.py all $(GRID) $(SWEEP_ARGS)
 
 ui: setup
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)

@@ -384,8 +384,11 @@ def pipeline_run(params: Params, stage: str) -> Iterator[PipelineRun]:
     run = PipelineRun(client, run_id, key, run_dir(key, root), uri)
     run.set_tags(_tags(key, root))
     run.send_pending(force=True)  # what an earlier stage of this run could not send
+    started = time.monotonic()
     try:
         yield run
+        # Wall time per stage, so a sweep can weigh quality against the whole pipeline's cost.
+        run.log_metrics({f"stage_seconds_{stage}": time.monotonic() - started})
     except BaseException as e:
         killed = isinstance(e, (KeyboardInterrupt, Stopped))
         try:
@@ -401,3 +404,23 @@ def pipeline_run(params: Params, stage: str) -> Iterator[PipelineRun]:
                         "run the stage again (or `dvc repro`) when it is back (a finished training is not repeated)")
     client.set_tag(run_id, "alae.error", "")
     client.set_terminated(run_id, status="FINISHED")
+
+
+def exported_runs(exp_name_prefix: str, uri: Optional[str] = None) -> list[dict[str, Any]]:
+    """Every run of this project's experiment whose `dvc.exp_name` starts with the prefix, as
+    flat records (params as logged, metrics' last values, tags, start time): what a sweep
+    commits, since neither the MLflow store nor DVC's experiment refs travel with a clone."""
+    from mlflow.tracking import MlflowClient
+
+    uri = uri or tracking_uri()
+    check_reachable(uri)
+    client = RetryingClient(retry_locked("open store", MlflowClient, tracking_uri=uri))
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        raise UserError(f"{uri}: no MLflow experiment {EXPERIMENT!r} (nothing has run yet)")
+    runs = client.search_runs([exp.experiment_id], max_results=5000,
+                              filter_string=f"tags.`dvc.exp_name` LIKE '{exp_name_prefix}%'")
+    return [{"exp_name": r.data.tags.get("dvc.exp_name", ""), "run_key": r.data.tags.get(KEY_TAG, ""),
+             "commit": r.data.tags.get("git.commit", ""), "status": r.info.status,
+             "start_time": r.info.start_time, "params": dict(r.data.params),
+             "metrics": dict(r.data.metrics)} for r in runs]

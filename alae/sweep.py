@@ -1,0 +1,223 @@
+"""Sweeps through the pipeline's own experiment machinery (README, "How the default was chosen").
+
+A grid file (`sweeps/*.yaml`) names candidates, each a set of `params.yaml` overrides, and the
+seeds to run each with. Every candidate x seed becomes one `dvc exp run --queue -n NAME -S ...`;
+the queue runs them one at a time (`dvc queue start -j 1`: two workers on two cores slow each
+other, and their wall times would mean nothing). Every run lands in MLflow as usual; since
+neither the MLflow store nor DVC's experiment refs travel with a clone, `export` writes the runs
+to a committed CSV, and `report` makes the README's table and the FID-vs-time figure from the
+CSVs, never from numbers typed by hand.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+
+from alae.config import ConfigError, parse_params
+from alae.io import atomic_open
+
+METRICS = ("fid_classifier", "rec_fid_classifier", "mse", "probe_acc", "probe_acc_pixels",
+           "ppl_full_classifier", "fid_floor_classifier", "train_seconds", "train_img_per_s")
+STAGES = ("shard", "featurenet", "refstats", "train", "evaluate", "figures")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+TABLE_START, TABLE_END = "<!-- sweep-table:start -->", "<!-- sweep-table:end -->"
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str                              # prefix of every experiment name
+    seeds: tuple[int, ...]
+    common: dict[str, Any]                 # overrides every candidate gets (e.g. the budget)
+    candidates: dict[str, dict[str, Any]]  # name -> overrides
+
+    def experiments(self, only: Optional[Iterable[str]] = None) -> list[tuple[str, dict[str, Any]]]:
+        """(experiment name, overrides) per candidate and seed, candidates in file order."""
+        wanted = list(only or self.candidates)
+        for c in wanted:
+            if c not in self.candidates:
+                raise ConfigError(f"candidate {c!r} is not in grid {self.name!r} "
+                                  f"(known: {', '.join(self.candidates)})")
+        return [(f"{self.name}-{c}-s{seed}", {**self.common, **self.candidates[c], "seed": seed})
+                for c in wanted for seed in self.seeds]
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def load_grid(path: str | Path, params_path: str | Path = "params.yaml") -> Grid:
+    """The grid, each experiment's params checked against params.yaml before anything queues
+    (a typo would otherwise cost a whole queued run)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the grid ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("candidates"), dict) or not raw["candidates"]:
+        raise ConfigError(f"{path}: a grid has 'name', 'seeds', 'common' and 'candidates' (a mapping)")
+    grid = Grid(name=str(raw.get("name", path.stem)), seeds=tuple(raw.get("seeds", [0])),
+                common=dict(raw.get("common") or {}),
+                candidates={str(k): dict(v or {}) for k, v in raw["candidates"].items()})
+    for name in (grid.name, *grid.candidates):
+        if not NAME.match(name):
+            raise ConfigError(f"{path}: {name!r} is not a usable experiment name "
+                              "(letters, digits, '-' and '_')")
+    base = yaml.safe_load(Path(params_path).read_text()) or {}
+    for exp, overrides in grid.experiments():
+        params = json.loads(json.dumps(base))
+        for key, value in overrides.items():
+            _set(params, key, value)
+        try:
+            parse_params(params)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: experiment {exp}: {e}") from None
+    return grid
+
+
+def override(key: str, value: Any) -> str:
+    """One `-S` argument in Hydra's grammar (lists in brackets, YAML's true/false/null)."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return f"{key}={text}"
+
+
+def queue_command(name: str, overrides: dict[str, Any]) -> list[str]:
+    cmd = ["dvc", "exp", "run", "--queue", "-n", name]
+    for key, value in overrides.items():
+        cmd += ["-S", override(key, value)]
+    return cmd
+
+
+# --- from MLflow to a committed CSV, and from CSVs to the README ------------------------------
+def rows_of_runs(grid: Grid, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per experiment of the grid that finished (the latest run where there are
+    several): its candidate, seed, run key, commit, the varied params, metrics and stage times."""
+    varied = sorted({k for o in grid.candidates.values() for k in o} | set(grid.common))
+    names = {name: (cand, seed) for cand in grid.candidates for seed in grid.seeds
+             for name in [f"{grid.name}-{cand}-s{seed}"]}
+    latest: dict[str, dict] = {}
+    for run in runs:
+        name = run["exp_name"]
+        if name in names and run["status"] == "FINISHED" and "fid_classifier" in run["metrics"]:
+            if name not in latest or run["start_time"] > latest[name]["start_time"]:
+                latest[name] = run
+    rows = []
+    for name, run in sorted(latest.items(), key=lambda kv: list(names).index(kv[0])):
+        cand, seed = names[name]
+        m = run["metrics"]
+        stage_s = {f"seconds_{s}": m.get(f"stage_seconds_{s}") for s in STAGES}
+        rows.append({"experiment": name, "candidate": cand, "seed": seed,
+                     "run_key": run["run_key"], "commit": run["commit"][:12],
+                     **{f"param:{k}": run["params"].get(k, "") for k in varied},
+                     **{k: m.get(k) for k in METRICS}, **stage_s,
+                     "seconds_pipeline": sum(v for v in stage_s.values() if v is not None)})
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
+    if not rows:
+        raise ConfigError(f"{path}: no finished experiment of this grid in the MLflow store")
+    with atomic_open(path, "w") as f:
+        out = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        out.writeheader()
+        out.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+
+
+def read_csvs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    rows = []
+    for path in paths:
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                rows.append({"sweep": Path(path).stem, **r})
+    return rows
+
+
+def _num(value: str) -> Optional[float]:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def _mean_sd(values: list[float], digits: int) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per sweep and candidate, mean ± sd over its seeds, best FID first."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["sweep"], r["candidate"]), []).append(r)
+
+    def col(rs, key):
+        return [v for v in (_num(r.get(key)) for r in rs) if v is not None]
+
+    order = sorted(groups, key=lambda g: statistics.mean(col(groups[g], "fid_classifier") or [1e9]))
+    lines = ["| sweep | candidate | seeds | fid_classifier | rec_fid_classifier | mse | "
+             "probe_acc − pixels | train min | pipeline min |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for sweep, cand in order:
+        rs = groups[(sweep, cand)]
+        gap = [a - b for a, b in zip(col(rs, "probe_acc"), col(rs, "probe_acc_pixels"))]
+        lines.append(
+            f"| {sweep} | {cand} | {', '.join(str(r['seed']) for r in rs)} | "
+            f"{_mean_sd(col(rs, 'fid_classifier'), 1)} | {_mean_sd(col(rs, 'rec_fid_classifier'), 1)} | "
+            f"{_mean_sd(col(rs, 'mse'), 4)} | {_mean_sd(gap, 3)} | "
+            f"{_mean_sd([s / 60 for s in col(rs, 'train_seconds')], 1)} | "
+            f"{_mean_sd([s / 60 for s in col(rs, 'seconds_pipeline')], 1)} |")
+    return "\n".join(lines)
+
+
+def write_readme_table(readme: str | Path, table: str, sources: list[str]) -> None:
+    readme = Path(readme)
+    text = readme.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        raise ConfigError(f"{readme}: no {TABLE_START} ... {TABLE_END} markers to write the table between")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    note = (f"<!-- generated by `python scripts/sweep.py report` from {', '.join(sources)}; "
+            "do not edit by hand -->")
+    with atomic_open(readme, "w") as f:
+        f.write(f"{head}{TABLE_START}\n{note}\n{table}\n{TABLE_END}{tail}")
+
+
+def plot_fid_vs_time(rows: list[dict[str, Any]], out: str | Path) -> None:
+    """Each run's FID against its training wall time, one colour per sweep/candidate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        t, fid = _num(r.get("train_seconds")), _num(r.get("fid_classifier"))
+        if t is not None and fid is not None:
+            groups.setdefault(f"{r['sweep']}/{r['candidate']}", []).append((t / 60, fid))
+    for label, points in sorted(groups.items()):
+        xs, ys = zip(*points)
+        ax.scatter(xs, ys, label=label, s=28)
+    ax.set_xlabel("training wall time (min, this machine)")
+    ax.set_ylabel("fid_classifier (featurenet space; lower is better)")
+    ax.set_title("Quality against training time, one point per run")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    with atomic_open(out, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
