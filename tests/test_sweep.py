@@ -1,0 +1,105 @@
+"""`make sweep`: grids checked before anything queues, overrides in DVC's `-S` grammar that a
+real `dvc exp run --queue` accepts, runs exported to CSV and summarised from it."""
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alae import sweep as sw
+from alae.config import ConfigError
+from pipeline_helpers import copy_repo, run
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = {"name": "t", "seeds": [0, 1], "common": {"train.kimg": 0.5},
+        "candidates": {"a": {}, "b": {"lr": 0.003, "train.batch_size": [32, 32, 16],
+                                      "data.limit": None, "train.channels_last": True}}}
+
+
+def write_grid(tmp_path: Path, grid: dict) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+def test_experiments_are_candidates_times_seeds(tmp_path):
+    grid = sw.load_grid(write_grid(tmp_path, GRID), ROOT / "params.yaml")
+    exps = dict(grid.experiments())
+    assert list(exps) == ["t-a-s0", "t-a-s1", "t-b-s0", "t-b-s1"]
+    assert exps["t-b-s1"] == {"train.kimg": 0.5, "lr": 0.003, "train.batch_size": [32, 32, 16],
+                              "data.limit": None, "train.channels_last": True, "seed": 1}
+    assert sw.queue_command("t-b-s1", exps["t-b-s1"])[6:] == [
+        "-S", "train.kimg=0.5", "-S", "lr=0.003", "-S", "train.batch_size=[32,32,16]",
+        "-S", "data.limit=null", "-S", "train.channels_last=true", "-S", "seed=1"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"lr": -1}, r"experiment t-x-s0: lr"),
+    ({"train.kimgg": 5}, r"train\.kimgg"),
+])
+def test_a_bad_candidate_is_refused_before_anything_queues(tmp_path, bad, message):
+    with pytest.raises(ConfigError, match=message):
+        sw.load_grid(write_grid(tmp_path, {**GRID, "candidates": {"x": bad}}), ROOT / "params.yaml")
+
+
+def test_an_unusable_name_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="not a usable experiment name"):
+        sw.load_grid(write_grid(tmp_path, {**GRID, "candidates": {"a b": {}}}), ROOT / "params.yaml")
+
+
+def fake_run(name: str, fid: float, start: int, status: str = "FINISHED") -> dict:
+    metrics = {"fid_classifier": fid, "rec_fid_classifier": fid + 10, "mse": 0.1,
+               "probe_acc": 0.85, "probe_acc_pixels": 0.8, "train_seconds": 600.0,
+               "stage_seconds_train": 610.0, "stage_seconds_evaluate": 50.0}
+    return {"exp_name": name, "run_key": "k" + name, "commit": "c" * 40, "status": status,
+            "start_time": start, "params": {"lr": "0.003", "train.kimg": "0.5"}, "metrics": metrics}
+
+
+def test_export_keeps_the_latest_finished_run_per_experiment_and_reports_mean_and_sd(tmp_path):
+    grid = sw.load_grid(write_grid(tmp_path, GRID), ROOT / "params.yaml")
+    runs = [fake_run("t-b-s0", 50.0, 1), fake_run("t-b-s0", 40.0, 2), fake_run("t-b-s1", 60.0, 3),
+            fake_run("t-a-s0", 90.0, 4, status="FAILED"), fake_run("other-a-s0", 1.0, 5)]
+    rows = sw.rows_of_runs(grid, runs)
+    assert [(r["experiment"], r["fid_classifier"]) for r in rows] == [("t-b-s0", 40.0), ("t-b-s1", 60.0)]
+    assert rows[0]["seconds_pipeline"] == 660.0 and rows[0]["param:lr"] == "0.003"
+    out = tmp_path / "t.csv"
+    sw.write_csv(rows, out)
+    assert list(csv.DictReader(out.open()))[1]["seed"] == "1"
+    table = sw.summary_table(sw.read_csvs([out]))
+    assert "| t | b | 0, 1 | 50.0 ± 14.1 | 60.0 ± 14.1 | 0.1000 ± 0.0000 | 0.050 ± 0.000 | 10.0 ± 0.0 | 11.0 ± 0.0 |" in table
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{sw.TABLE_START}\nold\n{sw.TABLE_END}\nafter\n")
+    sw.write_readme_table(readme, table, ["sweeps/t.csv"])
+    text = readme.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert "50.0 ± 14.1" in text and "sweeps/t.csv" in text
+    sw.plot_fid_vs_time(sw.read_csvs([out]), tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_nothing_finished_is_an_error_not_an_empty_csv(tmp_path):
+    with pytest.raises(ConfigError, match="no finished experiment"):
+        sw.write_csv([], tmp_path / "t.csv")
+    assert not (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.slow
+def test_real_dvc_queues_the_grid_with_its_overrides(reproduced_repo, tmp_path):
+    repo = copy_repo(reproduced_repo, tmp_path / "repo")
+    (repo / "scripts").mkdir()
+    (repo / "scripts/sweep.py").write_bytes((ROOT / "scripts/sweep.py").read_bytes())
+    grid = write_grid(tmp_path, {**GRID, "seeds": [0]})
+    run([sys.executable, "scripts/sweep.py", "queue", str(grid)], repo)
+    try:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        assert re.search(r"\bt-a-s0\b.*\bQueued\b", status) and re.search(r"\bt-b-s0\b.*\bQueued\b", status)
+    finally:
+        run(["dvc", "queue", "remove", "--all"], repo, check=False)
+    bad = write_grid(tmp_path, {**GRID, "candidates": {"x": {"lr": -1}}})
+    out = run([sys.executable, "scripts/sweep.py", "queue", str(bad)], repo, check=False)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "lr" in out.stderr, out.stderr
