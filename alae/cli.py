@@ -14,9 +14,12 @@ import yaml
 from alae import __version__
 from alae.checkpoint import load_model
 from alae.config import ConfigError, FiguresConfig, Params, parse_params
+from alae.devices import NAMES as DEVICE_NAMES
+from alae.devices import resolve_device
 from alae.errors import exits_cleanly
 from alae.figures import samples_figure, save_png
 from alae.io import atomic_open
+from alae.nn import ALAE
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 
@@ -27,9 +30,23 @@ def main() -> None:
     """Use a trained ALAE model (models/alae.pt, written by the pipeline's train stage)."""
 
 
+model_option = click.option("--model", "model_path", default="models/alae.pt", show_default=True,
+                            type=click.Path(dir_okay=False),
+                            help="model file written by the train stage")
+device_option = click.option("--device", default="auto", show_default=True,
+                             help=f"{DEVICE_NAMES}; auto is CUDA when there is one")
+
+
+def _load(model_path: str, device: str) -> tuple[ALAE, torch.device]:
+    """The model on the device the option names, which is checked first: a GPU that is not
+    there is its own error, not a failure to load the file."""
+    where = resolve_device(device, "--device")
+    model, _, _ = load_model(model_path, where)
+    return model, where
+
+
 @main.command()
-@click.option("--model", "model_path", default="models/alae.pt", show_default=True,
-              type=click.Path(dir_okay=False), help="model file written by the train stage")
+@model_option
 @click.option("-n", "count", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1))
@@ -37,13 +54,13 @@ def main() -> None:
               help="truncation towards the average w (default: none)")
 @click.option("--cutoff", default=8, show_default=True, type=click.IntRange(min=1),
               help="style slots the truncation applies to")
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda")
+@device_option
 @click.argument("out", type=click.Path(dir_okay=False))
 @exits_cleanly
 def generate(model_path: str, count: int, seed: int, columns: int, psi: float | None,
              cutoff: int, device: str, out: str) -> None:
     """Write a grid of COUNT generated images (fixed SEED) to OUT (PNG)."""
-    model, _, _ = load_model(model_path, torch.device(device))
+    model, _ = _load(model_path, device)
     cfg = FiguresConfig(seed=seed, samples=count, columns=columns, psi=psi, cutoff=cutoff)
     save_png(samples_figure(model, cfg, truncate=psi is not None), out)
     click.echo(f"wrote {count} samples to {out}")
@@ -149,7 +166,7 @@ def preset(name: str, params_path: str) -> None:
               type=click.Choice(["64", "192", "768", "2048"]), callback=lambda c, p, v: int(v),
               help="Inception block, as pytorch-fid's --dims (2048, pool3, is the standard)")
 @click.option("--batch-size", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+@device_option
 @click.option("--save-stats", is_flag=True,
               help="write PATH_A's statistics to the .npz PATH_B instead (as pytorch-fid)")
 @exits_cleanly
@@ -158,14 +175,13 @@ def fid(path_a: str, path_b: str, features: str, featurenet: str, dims: int, bat
     """FID between PATH_A and PATH_B, each a folder of images or an .npz with mu and sigma: the
     command shape of `python -m pytorch_fid`. The output line names the feature space; classifier
     numbers are not comparable with Inception FIDs in papers."""
-    from alae.devices import resolve_device
     from alae.metrics.features import load_extractor, space_name
     from alae.metrics.folder import describe, fid_of_paths, save_path_stats
 
     space = space_name(features, dims)
 
     def extractor():
-        return load_extractor(features, featurenet, resolve_device(device), dims)
+        return load_extractor(features, featurenet, resolve_device(device, "--device"), dims)
 
     if save_stats:
         stats = save_path_stats(path_a, path_b, space, extractor(), batch_size)
@@ -176,19 +192,12 @@ def fid(path_a: str, path_b: str, features: str, featurenet: str, dims: int, bat
 
 
 # --- using a trained model on one's own images -----------------------------------------------
-model_option = click.option("--model", "model_path", default="models/alae.pt", show_default=True,
-                            type=click.Path(dir_okay=False),
-                            help="model file written by the train stage")
-device_option = click.option("--device", default="cpu", show_default=True,
-                             help="torch device, e.g. cuda")
-
-
 def _model_and_images(model_path: str, device: str, paths) -> tuple:
     from alae.images import expand, load_images
 
-    model, _, _ = load_model(model_path, torch.device(device))
+    model, where = _load(model_path, device)
     files = expand(paths)
-    x = load_images(files, model.resolution, model.channels).to(device)
+    x = load_images(files, model.resolution, model.channels).to(where)
     return model, files, x
 
 
