@@ -192,13 +192,12 @@ def fid(path_a: str, path_b: str, features: str, featurenet: str, dims: int, bat
 
 
 # --- using a trained model on one's own images -----------------------------------------------
-def _model_and_images(model_path: str, device: str, paths) -> tuple:
-    from alae.images import expand, load_images
+def _model_and_images(model_path: str, device: str, files: list[Path]
+                      ) -> tuple[ALAE, torch.Tensor]:
+    from alae.images import load_images
 
     model, where = _load(model_path, device)
-    files = expand(paths)
-    x = load_images(files, model.resolution, model.channels).to(where)
-    return model, files, x
+    return model, load_images(files, model.resolution, model.channels).to(where)
 
 
 @main.command()
@@ -212,7 +211,10 @@ def encode(model_path: str, images: tuple[str, ...], out: str, device: str) -> N
     """Encode IMAGES (files or folders) into W: one code per image."""
     import numpy as np
 
-    model, files, x = _model_and_images(model_path, device, images)
+    from alae.images import expand
+
+    files = [path for path, _ in expand(images)]
+    model, x = _model_and_images(model_path, device, files)
     with torch.no_grad():
         w = model.encode(x).cpu().numpy()
     with atomic_open(out, "wb") as f:
@@ -229,16 +231,19 @@ def encode(model_path: str, images: tuple[str, ...], out: str, device: str) -> N
 @device_option
 @exits_cleanly
 def reconstruct(model_path: str, images: tuple[str, ...], out: str, device: str) -> None:
-    """Write G(E(x)) of each of IMAGES to OUT/<name>.png at the model's resolution."""
-    from alae.images import save_image
+    """Write G(E(x)) of each of IMAGES to OUT at the model's resolution, as PNG: a file given as
+    OUT/<name>.png, a folder's images as OUT/<path inside the folder>.png."""
+    from alae.images import expand, output_paths, save_image
 
-    model, files, x = _model_and_images(model_path, device, images)
+    found = expand(images)
+    outs = output_paths(found, out, ".png")
+    model, x = _model_and_images(model_path, device, [path for path, _ in found])
     torch.manual_seed(0)
     with torch.no_grad():
         rec = model.reconstruct(x)
-    for path, r in zip(files, rec):
-        save_image(r, Path(out) / f"{path.stem}.png")
-    click.echo(f"reconstructed {len(files)} images into {out}")
+    for path, r in zip(outs, rec):
+        save_image(r, path)
+    click.echo(f"reconstructed {len(outs)} images into {out}")
 
 
 @main.command()
@@ -254,7 +259,7 @@ def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: in
     """Decode E(A)..E(B) linearly interpolated in W, in one row: A, the steps, B."""
     from alae.figures import grid, lerp_codes
 
-    model, _, x = _model_and_images(model_path, device, [image_a, image_b])
+    model, x = _model_and_images(model_path, device, [Path(image_a), Path(image_b)])
     torch.manual_seed(0)
     with torch.no_grad():
         wa, wb = model.encode(x)
@@ -278,7 +283,7 @@ def mix(model_path: str, source: str, dest: str, out: str, styles: str, device: 
     from alae.figures import mix_styles, style_ranges
     from alae.images import save_image
 
-    model, _, x = _model_and_images(model_path, device, [source, dest])
+    model, x = _model_and_images(model_path, device, [Path(source), Path(dest)])
     if not model.progressive:
         raise UserError(f"{model_path}: style mixing needs a StyleALAE (model.kind: style)")
     ranges = style_ranges(model)

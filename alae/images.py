@@ -17,19 +17,34 @@ from alae.io import atomic_open
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
-def expand(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders become their image files, recursively, in sorted order."""
-    out: list[Path] = []
+def expand(paths: Iterable[str | Path]) -> list[tuple[Path, Path]]:
+    """(file, its name for outputs) per image: files as given, under their own name; folders
+    become their image files, recursively, in sorted order, named by their path inside the
+    folder (so a/x.png and b/x.png stay apart)."""
+    out: list[tuple[Path, Path]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in SUFFIXES and f.is_file())
+            out += sorted((f, f.relative_to(p)) for f in p.rglob("*")
+                          if f.suffix.lower() in SUFFIXES and f.is_file())
         elif p.is_file():
-            out.append(p)
+            out.append((p, Path(p.name)))
         else:
             raise UserError(f"{p}: no such file or folder")
     if not out:
         raise UserError(f"{', '.join(map(str, paths))}: no image files found")
     return out
+
+
+def output_paths(found: list[tuple[Path, Path]], folder: str | Path, suffix: str) -> list[Path]:
+    """FOLDER/<name>.<suffix> per image of `expand`; two images that would be written to one file
+    are refused, naming both, before anything is written."""
+    taken: dict[Path, Path] = {}
+    for path, name in found:
+        out = Path(folder) / name.with_suffix(suffix)
+        if out in taken:
+            raise UserError(f"{taken[out]} and {path}: both would be written to {out}")
+        taken[out] = path
+    return list(taken)
 
 
 def _has_colour(path: Path) -> bool:

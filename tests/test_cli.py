@@ -151,3 +151,30 @@ def test_alae_debug_shows_why_a_model_file_did_not_load(files, tmp_path):
     loud = alae_here("generate", "--model", str(files / "junk.png"), str(tmp_path / "g.png"),
                      env={"ALAE_DEBUG": "1"})
     assert "direct cause" in loud.stderr and "UnpicklingError" in loud.stderr.split("direct cause")[0]
+
+
+def same_names(files: Path, root: Path, *names: str) -> Path:
+    """Copies of one test image under the given relative names."""
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(files / "imgs/a.png").save(root / name)
+    return root
+
+
+def test_reconstruct_keeps_the_paths_inside_a_folder(files, tmp_path):
+    imgs = same_names(files, tmp_path / "in", "a/x.png", "b/x.png")
+    out = alae_here("reconstruct", "--model", str(files / "alae.pt"), str(imgs), "--out",
+                    str(tmp_path / "rec"))
+    assert out.exit_code == 0 and "reconstructed 2 images" in out.output, out.output
+    assert sorted(p.relative_to(tmp_path / "rec").as_posix()
+                  for p in (tmp_path / "rec").rglob("*.png")) == ["a/x.png", "b/x.png"]
+
+
+@pytest.mark.parametrize("names, args", [(["a/x.png", "b/x.png"], ["a/x.png", "b/x.png"]),
+                                         (["x.png", "x.jpg"], ["."])])
+def test_reconstruct_refuses_two_images_for_one_output(files, tmp_path, names, args):
+    imgs = same_names(files, tmp_path / "in", *names)
+    out = alae_here("reconstruct", "--model", str(files / "alae.pt"), *(str(imgs / a) for a in args),
+                    "--out", str(tmp_path / "rec"))
+    one_line_error(out, *(str(imgs / n) for n in names), "rec/x.png")
+    assert not (tmp_path / "rec").exists()
