@@ -17,7 +17,7 @@ from alae.config import ConfigError, FiguresConfig, Params, parse_params
 from alae.devices import NAMES as DEVICE_NAMES
 from alae.devices import resolve_device
 from alae.errors import exits_cleanly
-from alae.figures import samples_figure, save_png
+from alae.figures import samples_figure
 from alae.io import atomic_open
 from alae.nn import ALAE
 
@@ -59,10 +59,14 @@ def _load(model_path: str, device: str) -> tuple[ALAE, torch.device]:
 @exits_cleanly
 def generate(model_path: str, count: int, seed: int, columns: int, psi: float | None,
              cutoff: int, device: str, out: str) -> None:
-    """Write a grid of COUNT generated images (fixed SEED) to OUT (PNG)."""
+    """Write a grid of COUNT generated images (fixed SEED) to OUT, in the format its suffix
+    names (.png, .jpg, .webp, ...)."""
+    from alae.images import image_format, save_image
+
+    image_format(out)
     model, _ = _load(model_path, device)
     cfg = FiguresConfig(seed=seed, samples=count, columns=columns, psi=psi, cutoff=cutoff)
-    save_png(samples_figure(model, cfg, truncate=psi is not None), out)
+    save_image(samples_figure(model, cfg, truncate=psi is not None), out)
     click.echo(f"wrote {count} samples to {out}")
 
 
@@ -233,7 +237,7 @@ def encode(model_path: str, images: tuple[str, ...], out: str, device: str) -> N
 def reconstruct(model_path: str, images: tuple[str, ...], out: str, device: str) -> None:
     """Write G(E(x)) of each of IMAGES to OUT at the model's resolution, as PNG: a file given as
     OUT/<name>.png, a folder's images as OUT/<path inside the folder>.png."""
-    from alae.images import expand, output_paths, save_image
+    from alae.images import expand, output_paths, save_image, to_image
 
     found = expand(images)
     outs = output_paths(found, out, ".png")
@@ -242,7 +246,7 @@ def reconstruct(model_path: str, images: tuple[str, ...], out: str, device: str)
     with torch.no_grad():
         rec = model.reconstruct(x)
     for path, r in zip(outs, rec):
-        save_image(r, path)
+        save_image(to_image(r), path)
     click.echo(f"reconstructed {len(outs)} images into {out}")
 
 
@@ -256,15 +260,18 @@ def reconstruct(model_path: str, images: tuple[str, ...], out: str, device: str)
 @exits_cleanly
 def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: int,
                 device: str) -> None:
-    """Decode E(A)..E(B) linearly interpolated in W, in one row: A, the steps, B."""
+    """Decode E(A)..E(B) linearly interpolated in W, in one row: A, the steps, B; OUT's suffix
+    names the format."""
     from alae.figures import grid, lerp_codes
+    from alae.images import image_format, save_image
 
+    image_format(out)
     model, x = _model_and_images(model_path, device, [Path(image_a), Path(image_b)])
     torch.manual_seed(0)
     with torch.no_grad():
         wa, wb = model.encode(x)
         row = torch.cat([x[:1], model.decode(lerp_codes(wa, wb, steps)), x[1:]])
-    save_png(grid([row], ["A ... B"]), out)
+    save_image(grid([row], ["A ... B"]), out)
     click.echo(f"wrote {steps} interpolation steps to {out}")
 
 
@@ -278,11 +285,13 @@ def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: in
 @device_option
 @exits_cleanly
 def mix(model_path: str, source: str, dest: str, out: str, styles: str, device: str) -> None:
-    """DEST with SOURCE's coarse, middle or fine styles (StyleALAE only)."""
+    """DEST with SOURCE's coarse, middle or fine styles (StyleALAE only); OUT's suffix names the
+    format."""
     from alae.errors import UserError
     from alae.figures import mix_styles, style_ranges
-    from alae.images import save_image
+    from alae.images import image_format, save_image, to_image
 
+    image_format(out)
     model, x = _model_and_images(model_path, device, [Path(source), Path(dest)])
     if not model.progressive:
         raise UserError(f"{model_path}: style mixing needs a StyleALAE (model.kind: style)")
@@ -294,7 +303,7 @@ def mix(model_path: str, source: str, dest: str, out: str, styles: str, device: 
     with torch.no_grad():
         w = model.encode(x)
         mixed = model.decode(mix_styles(model, w[1:], w[:1], ranges[styles]))
-    save_image(mixed[0], out)
+    save_image(to_image(mixed[0]), out)
     click.echo(f"wrote {dest} with the {styles} styles of {source} to {out}")
 
 

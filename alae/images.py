@@ -14,7 +14,9 @@ from alae.errors import UserError
 from alae.figures import to_uint8
 from alae.io import atomic_open
 
-SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+# What a folder's image files are, and what an output file may be called: PIL writes each of
+# these from grayscale (L) and RGB images, the two modes written here.
+SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def expand(paths: Iterable[str | Path]) -> list[tuple[Path, Path]]:
@@ -72,8 +74,25 @@ def load_images(paths: Iterable[Path], resolution: int, channels: int) -> torch.
     return torch.stack(images)
 
 
-def save_image(x: torch.Tensor, path: str | Path) -> None:
-    """One image (C, H, W) in [-1, 1] as PNG, written atomically."""
+def image_format(path: str | Path) -> str:
+    """PIL's format for writing `path`, named by its suffix; a one-line UserError for any other
+    suffix (commands call this first, so a typo costs no work)."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if suffix not in SUFFIXES or fmt not in Image.SAVE:  # SAVE: this Pillow build can write it
+        raise UserError(f"{path}: not an image file name (the suffix names the format: "
+                        f"{', '.join(sorted(SUFFIXES))})")
+    return fmt
+
+
+def to_image(x: torch.Tensor) -> Image.Image:
+    """One image (C, H, W) in [-1, 1] as a grayscale or RGB picture."""
     a = to_uint8(x[None])[0]
+    return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+
+
+def save_image(image: Image.Image, path: str | Path) -> None:
+    """Written atomically, in the format the suffix names (x.jpg is a JPEG)."""
+    fmt = image_format(path)
     with atomic_open(path, "wb") as f:
-        Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(f, format="PNG")
+        image.save(f, format=fmt)

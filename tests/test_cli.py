@@ -117,12 +117,14 @@ def test_device_auto_is_the_default_and_accepted(files, tmp_path):
 MODEL_COMMANDS = ("generate", "encode", "reconstruct", "interpolate", "mix")
 
 
-def model_command(name: str, files: Path, out: Path, *options: str) -> list[str]:
-    """`alae NAME` on the test model and images, writing into `out`."""
+def model_command(name: str, files: Path, out: Path, *options: str, suffix: str = ".png"
+                  ) -> list[str]:
+    """`alae NAME` on the test model and images, writing into `out` (an image: out/NAME+suffix)."""
     a, b = str(files / "imgs/a.png"), str(files / "imgs/b.jpg")
-    args = {"generate": [str(out / "g.png")], "encode": ["--out", str(out / "c.npy"), a],
-            "reconstruct": ["--out", str(out / "rec"), a], "interpolate": [a, b, str(out / "i.png")],
-            "mix": ["--styles", "coarse", a, b, str(out / "m.png")]}[name]
+    image = str(out / f"{name}{suffix}")
+    args = {"generate": ["-n", "4", image], "encode": ["--out", str(out / "c.npy"), a],
+            "reconstruct": ["--out", str(out / "rec"), a], "interpolate": [a, b, image],
+            "mix": ["--styles", "coarse", a, b, image]}[name]
     return [name, "--model", str(files / "alae.pt"), *options, *args]
 
 
@@ -178,3 +180,29 @@ def test_reconstruct_refuses_two_images_for_one_output(files, tmp_path, names, a
                     "--out", str(tmp_path / "rec"))
     one_line_error(out, *(str(imgs / n) for n in names), "rec/x.png")
     assert not (tmp_path / "rec").exists()
+
+
+MAGIC = {"JPEG": b"\xff\xd8\xff", "WEBP": b"RIFF", "BMP": b"BM", "TIFF": b"II*\x00"}
+
+
+@pytest.mark.parametrize("name, suffix, fmt", [("generate", ".jpg", "JPEG"),
+                                               ("interpolate", ".webp", "WEBP"),
+                                               ("mix", ".jpeg", "JPEG"), ("mix", ".bmp", "BMP"),
+                                               ("generate", ".TIF", "TIFF")])
+def test_images_are_written_in_the_format_their_suffix_names(files, tmp_path, name, suffix, fmt):
+    out = alae_here(*model_command(name, files, tmp_path, suffix=suffix))
+    assert out.exit_code == 0, out.output
+    path = tmp_path / f"{name}{suffix}"
+    assert path.read_bytes().startswith(MAGIC[fmt])
+    with Image.open(path) as image:
+        assert image.format == fmt
+
+
+@pytest.mark.parametrize("name", ["generate", "interpolate", "mix"])
+@pytest.mark.parametrize("suffix", [".xyz", ""])
+def test_an_unknown_image_suffix_is_refused_before_any_work(files, tmp_path, name, suffix):
+    # the last --model wins: a missing model file shows that nothing was read before the check
+    args = model_command(name, files, tmp_path, "--model", str(tmp_path / "missing.pt"),
+                         suffix=suffix)
+    one_line_error(alae_here(*args), f"{name}{suffix}: not an image file name")
+    assert not any(tmp_path.iterdir())
