@@ -281,14 +281,16 @@ def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: in
 @click.argument("dest", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--styles", type=click.Choice(["coarse", "middle", "fine"]), required=True,
-              help="which of SOURCE's styles replace DEST's")
+              help="which of SOURCE's styles replace DEST's: coarse 4-8 px, middle 16-32 px, fine "
+                   "64 px and up; a 32x32 model's are 4-8 / 16 / 32 px, a 16x16 model's "
+                   "4 / 8 / 16 px (8x8 and smaller: no middle)")
 @device_option
 @exits_cleanly
 def mix(model_path: str, source: str, dest: str, out: str, styles: str, device: str) -> None:
     """DEST with SOURCE's coarse, middle or fine styles (StyleALAE only); OUT's suffix names the
     format."""
     from alae.errors import UserError
-    from alae.figures import mix_styles, style_ranges
+    from alae.figures import mix_styles, slot_resolutions, style_ranges
     from alae.images import image_format, save_image, to_image
 
     image_format(out)
@@ -299,12 +301,15 @@ def mix(model_path: str, source: str, dest: str, out: str, styles: str, device: 
     if styles not in ranges:
         raise UserError(f"--styles {styles}: a {model.resolution}x{model.resolution} model has only "
                         f"{', '.join(ranges)} styles")
+    slots = ranges[styles]
     torch.manual_seed(0)
     with torch.no_grad():
         w = model.encode(x)
-        mixed = model.decode(mix_styles(model, w[1:], w[:1], ranges[styles]))
+        mixed = model.decode(mix_styles(model, w[1:], w[:1], slots))
     save_image(to_image(mixed[0]), out)
-    click.echo(f"wrote {dest} with the {styles} styles of {source} to {out}")
+    click.echo(f"wrote {dest} with the {styles} styles of {source} "
+               f"({slot_resolutions(model, slots)}: style slots {slots.start}-{slots.stop - 1}) "
+               f"to {out}")
 
 
 if __name__ == "__main__":
