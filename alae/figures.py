@@ -134,7 +134,7 @@ STYLE_BLOCKS = ("coarse", "middle", "fine")
 
 def style_ranges(model: ALAE) -> dict[str, range]:
     """Style slots (two per level) of the coarse, middle and fine blocks. From 64x64 up,
-    StyleGAN's split (the paper's figure): coarse 4-8 px, middle 16-32 px, fine 64 px and up.
+    StyleGAN's split (its sec. 3.1; ALAE's figures): coarse 4-8, middle 16-32, fine 64 px and up.
     Smaller models split their own levels so that all three blocks exist: 32x32 is
     4-8 / 16 / 32 px, 16x16 is 4 / 8 / 16 px. Too few levels for three: an 8x8 model has
     coarse (4 px) and fine (8 px), a 4x4 one only coarse."""
