@@ -16,6 +16,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from alae.config import Params, params_from_dict
+from alae.devices import resolve_device
 from alae.errors import CheckpointError, UserError
 from alae.io import atomic_open
 from alae.nn import ALAE, build_model
@@ -56,10 +57,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
 def _load(path: Path, device: str | torch.device) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: model file not found")
+    # A device that is not there makes torch.load fail too: it must not read as a bad file.
+    device = resolve_device(str(device))
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # pickle/zip errors come in many types; all mean "not ours"
-        raise CheckpointError(f"{path}: not a model file of this project ({type(e).__name__})") from None
+        raise CheckpointError(f"{path}: not a model file of this project ({type(e).__name__})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a model file of this project (no '{FORMAT}' marker)")
     if ckpt.get("version") != VERSION:
@@ -83,7 +86,7 @@ def load_training_state(path: str | Path, device: str | torch.device = "cpu"
         model = build_model(params.model, **ckpt["shape"])
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{path}: damaged model file ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: damaged model file ({str(e).splitlines()[0]})") from e
     return model.to(device), ema, params, state
 
 
@@ -102,7 +105,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[AL
         model = build_model(params.model, **ckpt["shape"])
         model.load_state_dict(ckpt["ema"])
     except (UserError, KeyError, RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{path}: damaged model file ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: damaged model file ({str(e).splitlines()[0]})") from e
     model.to(device).eval().requires_grad_(False)
     return model, params, ckpt.get("meta", {})
 

@@ -133,14 +133,26 @@ STYLE_BLOCKS = ("coarse", "middle", "fine")
 
 
 def style_ranges(model: ALAE) -> dict[str, range]:
-    """Style slots per block, two per resolution: coarse up to 8x8, middle 16-32, fine above
-    (the paper's figure). At 32x32 there is no fine block."""
-    out: dict[str, range] = {}
-    for block, (lo, hi) in zip(STYLE_BLOCKS, ((4, 8), (16, 32), (64, 1 << 30))):
-        levels = [lod for lod in range(model.num_levels) if lo <= model.level_resolution(lod) <= hi]
-        if levels:
-            out[block] = range(2 * levels[0], 2 * levels[-1] + 2)
-    return out
+    """Style slots (two per level) of the coarse, middle and fine blocks. From 64x64 up,
+    StyleGAN's split (its sec. 3.1; ALAE's figures): coarse 4-8, middle 16-32, fine 64 px and up.
+    Smaller models split their own levels so that all three blocks exist: 32x32 is
+    4-8 / 16 / 32 px, 16x16 is 4 / 8 / 16 px. Too few levels for three: an 8x8 model has
+    coarse (4 px) and fine (8 px), a 4x4 one only coarse."""
+    levels = model.num_levels
+    if levels >= 5:
+        middle, fine = 2, 4  # the levels where the middle and fine blocks start
+    elif levels >= 3:
+        middle, fine = levels - 2, levels - 1
+    else:
+        middle = fine = 1
+    bounds = zip(STYLE_BLOCKS, (0, middle, fine), (middle, fine, levels))
+    return {block: range(2 * lo, 2 * hi) for block, lo, hi in bounds if lo < hi}
+
+
+def slot_resolutions(model: ALAE, slots: range) -> str:
+    """The resolutions whose styles `slots` are, e.g. '16-32 px'."""
+    lo, hi = (model.level_resolution(s // 2) for s in (slots.start, slots.stop - 1))
+    return f"{lo} px" if lo == hi else f"{lo}-{hi} px"
 
 
 def mix_styles(model: ALAE, w_dest: torch.Tensor, w_src: torch.Tensor, slots: range) -> torch.Tensor:

@@ -14,22 +14,39 @@ from alae.errors import UserError
 from alae.figures import to_uint8
 from alae.io import atomic_open
 
-SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+# What a folder's image files are, and what an output file may be called: PIL writes each of
+# these from grayscale (L) and RGB images, the two modes written here.
+SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def expand(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders become their image files, recursively, in sorted order."""
-    out: list[Path] = []
+def expand(paths: Iterable[str | Path]) -> list[tuple[Path, Path]]:
+    """(file, its name for outputs) per image: files as given, under their own name; folders
+    become their image files, recursively, in sorted order, named by their path inside the
+    folder (so a/x.png and b/x.png stay apart)."""
+    out: list[tuple[Path, Path]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in SUFFIXES and f.is_file())
+            out += sorted((f, f.relative_to(p)) for f in p.rglob("*")
+                          if f.suffix.lower() in SUFFIXES and f.is_file())
         elif p.is_file():
-            out.append(p)
+            out.append((p, Path(p.name)))
         else:
             raise UserError(f"{p}: no such file or folder")
     if not out:
         raise UserError(f"{', '.join(map(str, paths))}: no image files found")
     return out
+
+
+def output_paths(found: list[tuple[Path, Path]], folder: str | Path, suffix: str) -> list[Path]:
+    """FOLDER/<name>.<suffix> per image of `expand`; two images that would be written to one file
+    are refused, naming both, before anything is written."""
+    taken: dict[Path, Path] = {}
+    for path, name in found:
+        out = Path(folder) / name.with_suffix(suffix)
+        if out in taken:
+            raise UserError(f"{taken[out]} and {path}: both would be written to {out}")
+        taken[out] = path
+    return list(taken)
 
 
 def _has_colour(path: Path) -> bool:
@@ -57,8 +74,25 @@ def load_images(paths: Iterable[Path], resolution: int, channels: int) -> torch.
     return torch.stack(images)
 
 
-def save_image(x: torch.Tensor, path: str | Path) -> None:
-    """One image (C, H, W) in [-1, 1] as PNG, written atomically."""
+def image_format(path: str | Path) -> str:
+    """PIL's format for writing `path`, named by its suffix; a one-line UserError for any other
+    suffix (commands call this first, so a typo costs no work)."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if suffix not in SUFFIXES or fmt not in Image.SAVE:  # SAVE: this Pillow build can write it
+        raise UserError(f"{path}: not an image file name (the suffix names the format: "
+                        f"{', '.join(sorted(SUFFIXES))})")
+    return fmt
+
+
+def to_image(x: torch.Tensor) -> Image.Image:
+    """One image (C, H, W) in [-1, 1] as a grayscale or RGB picture."""
     a = to_uint8(x[None])[0]
+    return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+
+
+def save_image(image: Image.Image, path: str | Path) -> None:
+    """Written atomically, in the format the suffix names (x.jpg is a JPEG)."""
+    fmt = image_format(path)
     with atomic_open(path, "wb") as f:
-        Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(f, format="PNG")
+        image.save(f, format=fmt)

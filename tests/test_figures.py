@@ -1,4 +1,6 @@
 """Figures: pixel sizes, grid layout, and what each cell must show."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -6,9 +8,9 @@ from torch import nn
 
 from alae.config import FiguresConfig, parse_params
 from alae.figures import (LABEL_WIDTH, PAD, interpolation_figure, mix_styles,
-                          reconstructions_figure, samples_figure, style_mixing_figure,
-                          style_ranges)
-from alae.nn import build_model
+                          reconstructions_figure, samples_figure, slot_resolutions,
+                          style_mixing_figure, style_ranges)
+from alae.nn import ALAE, build_model
 
 CFG = FiguresConfig(samples=12, pairs=2, columns=4, psi=0.7, cutoff=4)
 SCALE = 2  # grid() draws every image at twice its size
@@ -80,11 +82,33 @@ def test_interpolation_ends_are_the_real_images(tiny_shards, style_model):
     assert np.array_equal(interp[5], first_real[1])  # x_b: test image 1
 
 
+class Levels:
+    """What style_ranges reads of a StyleALAE: its levels, 4x4 up to `resolution`."""
+    level_resolution = ALAE.level_resolution
+
+    def __init__(self, resolution: int):
+        self.resolution, self.num_levels = resolution, int(math.log2(resolution)) - 1
+
+
+@pytest.mark.parametrize("resolution, blocks", [
+    (4, {"coarse": "4"}), (8, {"coarse": "4", "fine": "8"}),
+    (16, {"coarse": "4", "middle": "8", "fine": "16"}),
+    (32, {"coarse": "4-8", "middle": "16", "fine": "32"}),
+    (64, {"coarse": "4-8", "middle": "16-32", "fine": "64"}),  # StyleGAN's split from here on
+    (1024, {"coarse": "4-8", "middle": "16-32", "fine": "64-1024"})])
+def test_style_blocks_split_the_models_own_levels(resolution, blocks):
+    model = Levels(resolution)
+    ranges = style_ranges(model)
+    assert {b: slot_resolutions(model, r) for b, r in ranges.items()} == {
+        b: f"{px} px" for b, px in blocks.items()}
+    assert [s for r in ranges.values() for s in r] == list(range(2 * model.num_levels))
+
+
 def test_style_mixing_blocks_at_32px(style_model, tiny_shards):
     ranges = style_ranges(style_model)
-    assert ranges == {"coarse": range(0, 4), "middle": range(4, 8)}  # no fine block at 32x32
+    assert ranges == {"coarse": range(0, 4), "middle": range(4, 6), "fine": range(6, 8)}
     image = style_mixing_figure(style_model, tiny_shards, CFG)
-    assert image.size == expected_size(1 + 2 * 4, 4 + 1, 32)
+    assert image.size == expected_size(1 + 3 * 4, 4 + 1, 32)
 
 
 def test_mixing_a_code_with_itself_reproduces_its_reconstruction(style_model, tiny_shards):
