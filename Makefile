@@ -7,7 +7,7 @@ PORT ?= 5000
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test ui team-server dataset clean-runs bench sweep
+.PHONY: setup test-deps run test ui team-server dataset clean-runs bench sweep
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,27 @@ dataset:
 	  fi; \
 	fi
 
+# What the browser and team-mode tests run against: Debian's Chromium and PostgreSQL. `make test`
+# installs them (as root; otherwise it says what to run), so it runs the same tests as CI.
+test-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing (Debian packages, for the browser and team-mode tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "error: the tests need$$missing: run 'sudo apt-get install$$missing'" >&2; exit 1; \
+	  fi; \
+	fi
+
 setup: $(VENV)/.installed dataset
 
 run: setup
 	dvc repro
 
-test: setup
+test: setup test-deps
 	$(VENV)/bin/python -m pytest
 
 bench: setup  # narrow it with e.g. BENCH_ARGS="--configs mnist --levels 3"
