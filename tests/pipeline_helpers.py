@@ -16,7 +16,8 @@ BIN = Path(sys.executable).parent
 TINY = {
     "data": {"limit": 400, "shard_size": 200},
     "featurenet": {"epochs": 4, "batch_size": 32, "features": 32},
-    "model": {"latent": 16, "mapping_layers": 2, "hidden": 64, "start_channels": 4,
+    # the StyleALAE whatever the shipped default: it exercises growing, mixing and snapshots
+    "model": {"kind": "style", "latent": 16, "mapping_layers": 2, "hidden": 64, "start_channels": 4,
               "max_channels": 16},
     # grows 4 -> 32 in 0.75 kimg (levels of 0.25 kimg), then 0.25 kimg at 32x32
     "train": {"kimg": 1.0, "batch_size": 32, "tick_kimg": 0.25, "ema_kimg": 0.5,
