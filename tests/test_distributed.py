@@ -129,17 +129,18 @@ def test_two_gloo_processes_train_like_one_process(tmp_path):
     assert single["model.w_avg"].abs().sum() > 0
 
 
-def _stage(tmp_path: Path, shards: Path, kimg: float) -> tuple[list[str], dict]:
+def _stage(tmp_path: Path, shards: Path, kimg: float, featurenet: str = "none.pt",
+           **train) -> tuple[list[str], dict]:
     raw = {"seed": 2, "data": {"resolution": 8, "limit": 2000, "shard_size": 1000},
            "model": MODEL,
            "train": {"kimg": kimg, "batch_size": 16, "transition_kimg": 0.25,
                      "stabilize_kimg": 0.25, "tick_kimg": 0.25, "checkpoint_kimg": 0.5,
-                     "threads": 1, "fid_every_kimg": 0, "nproc": 2}}
+                     "threads": 1, "fid_every_kimg": 0, "nproc": 2, **train}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     env = {**os.environ, "DVC_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     cmd = [sys.executable, str(ROOT / "stages" / "train.py"), "--params", "params.yaml",
-           "--shards", str(shards), "--featurenet", "none.pt", "--out", "alae.pt",
+           "--shards", str(shards), "--featurenet", featurenet, "--out", "alae.pt",
            "--plots", "train.csv"]
     return cmd, env
 
@@ -171,10 +172,14 @@ def test_two_process_training_stops_on_sigterm_and_resumes(shards8, tmp_path):
     assert f"resuming at {at} images" in done.stderr and "trained 3008 images" in done.stdout
 
 
-def test_the_train_stage_on_two_processes_writes_one_run(shards8, tmp_path):
-    cmd, env = _stage(tmp_path, shards8, kimg=1.0)
+def test_the_train_stage_on_two_processes_with_every_hook_on_writes_one_run(
+        shards8, featurenet8, tmp_path):
+    """Quick FID, checkpoints and level snapshots every 0.25 kimg, all on rank 0 alone: the ranks
+    still meet at the same collectives."""
+    cmd, env = _stage(tmp_path, shards8, kimg=1.0, featurenet=str(featurenet8),
+                      checkpoint_kimg=0.25, fid_every_kimg=0.25, fid_images=64)
     store = env["MLFLOW_TRACKING_URI"]
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     from alae.checkpoint import load_training_state
     from mlflow.tracking import MlflowClient
@@ -188,4 +193,9 @@ def test_the_train_stage_on_two_processes_writes_one_run(shards8, tmp_path):
     assert runs[0].data.params["train.nproc"] == "2"
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss_d")]
     assert steps == [256, 512, 752, 1008]  # one value per tick, logged once (rank 0)
+    fids = client.get_metric_history(runs[0].info.run_id, "fid_quick_classifier")
+    assert [m.step for m in fids] == steps
+    grids = {f.path.split("+")[2] for f in client.list_artifacts(runs[0].info.run_id, "images")}
+    assert grids == {"512", "1008"}  # a sample grid as each level ends
+    assert len(list((tmp_path / ".alae" / "runs").glob("*/ckpt-*.pt"))) == 3
     assert out.stderr.count("%|") > 0 and "trained 1008 images" in out.stdout

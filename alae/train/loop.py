@@ -86,10 +86,10 @@ def blend_real(real: torch.Tensor, alpha: float) -> torch.Tensor:
 def level_samples(ema: ALAE, z: torch.Tensor, lod: int) -> torch.Tensor:
     """EMA samples of fixed latents at level `lod`, upsampled to the final resolution, as uint8
     (N, C, H, W): small enough to keep every level's grid in the checkpoint. G's noise comes from
-    its own seed, so a snapshot neither depends on nor moves the training's random stream."""
-    with torch.random.fork_rng(devices=[z.device] if z.device.type == "cuda" else []):
-        torch.manual_seed(SNAPSHOT_SEED)
-        images = ema.generate(z, lod=lod, alpha=1.0) if ema.progressive else ema.generate(z)
+    a generator of its own, so a snapshot neither depends on nor moves the training's random
+    stream, and is what one process draws whatever the number of ranks."""
+    noise = torch.Generator(z.device).manual_seed(SNAPSHOT_SEED)
+    images = ema.generate(z, lod=lod, alpha=1.0, noise=noise)
     images = F.interpolate(images, size=ema.resolution, mode="nearest").cpu()
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
