@@ -13,7 +13,10 @@ shards), and:
 - averages the batch mean of w over ranks before the running average of w (`mean_over_ranks`),
   so `w_avg` is the global batch's as in one process.
 The networks therefore stay bit-identical across ranks (same initial weights, same averaged
-gradients, same Adam arithmetic), and so does the EMA, which needs no communication.
+gradients, same Adam arithmetic), and so does the EMA, which needs no communication. Work that
+only rank 0 does (quick FID, sample grids, checkpoints, tracking) must draw nothing from the
+global RNG and reach no collective: `ranks_agree`, run by the loop at every tick, catches a rank
+whose weights or random stream went its own way.
 
 This is DistributedDataParallel's arithmetic done explicitly, not the DDP wrapper: ALAE's
 updates differentiate twice (R1 goes through `torch.autograd.grad`, which DDP's reducer does not
@@ -23,6 +26,7 @@ all-reduce per optimizer step is what DDP's buckets amount to at these model siz
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Iterable, Optional
 
@@ -103,6 +107,28 @@ def any_rank(flag: bool) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t)
     return bool(t.item() > 0)
+
+
+def ranks_agree(*modules: torch.nn.Module) -> bool:
+    """True on every rank if all ranks hold the same parameters and buffers of `modules` and the
+    same torch RNG state (CPU, and CUDA where the modules are). One all-reduce of a few float64s:
+    per-tensor sums and a digest of the RNG state, whose maximum and minimum over ranks agree
+    only when every rank has the same numbers. Collective."""
+    _, size = world()
+    if size == 1:
+        return True
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    states = [torch.get_rng_state()]
+    if device == "cuda":
+        states.append(torch.cuda.get_rng_state())
+    digest = hashlib.sha256(b"".join(s.numpy().tobytes() for s in states)).digest()
+    sums = [t.detach().double().sum().to(device) for m in modules for t in m.state_dict().values()]
+    # 48 bits of the digest: an integer a float64 holds exactly
+    v = torch.stack([*sums, torch.tensor(float(int.from_bytes(digest[:6], "big")), device=device,
+                                         dtype=torch.float64)])
+    both = torch.cat([v, -v])
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    return torch.equal(both[:len(v)], -both[len(v):])
 
 
 def barrier() -> None:

@@ -218,8 +218,12 @@ def load_featurenet(path: str | Path, device: str | torch.device = "cpu") -> tup
     if "skipped" in ckpt:
         raise CheckpointError(f"{path}: holds no featurenet: the dataset {NO_LABELS}")
     try:
-        net = Featurenet(**ckpt["arch"], label_names=ckpt.get("label_names"))
-        net.load_state_dict(ckpt["state_dict"])
+        # Built on the meta device, so its initialisation draws nothing from the global RNG:
+        # the train stage loads this on rank 0 alone, mid-run, and a random draw there would
+        # send that rank's training stream (z, noise, style mixing) apart from the others'.
+        with torch.device("meta"):
+            net = Featurenet(**ckpt["arch"], label_names=ckpt.get("label_names"))
+        net.load_state_dict(ckpt["state_dict"], assign=True)
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path}: damaged featurenet file "
                               f"({str(e).splitlines()[0]})") from None

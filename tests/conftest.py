@@ -39,6 +39,21 @@ def shards8(fashion_mnist, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def featurenet8(tmp_path_factory) -> Path:
+    """An untrained featurenet file for 8x8 images: what the quick FID loads (its numbers mean
+    nothing here; the tests that use it check what computing them does to training)."""
+    import torch
+
+    from alae.featurenet import Featurenet, save_featurenet
+
+    path = tmp_path_factory.mktemp("featurenet8") / "featurenet.pt"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        save_featurenet(Featurenet(1, 8, 10, features=16), path)
+    return path
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_mlflow_store(tmp_path_factory):
     """Stages run by tests record into a throw-away store, never the checkout's mlflow.db."""

@@ -73,12 +73,34 @@ def train_fixed(batches: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
     return out
 
 
+def agreement_after_training(rank: int) -> torch.Tensor:
+    """`ranks_agree` right after training (which keeps the ranks' random streams equal), on equal
+    weights, then after one rank alone draws a number, then after one rank alone changes a
+    weight."""
+    from alae.distributed import ranks_agree
+
+    agreed = [ranks_agree()]
+    torch.manual_seed(7)
+    net = torch.nn.Linear(2, 2)
+    agreed.append(ranks_agree(net))
+    if rank == 1:
+        torch.rand(())
+    agreed.append(ranks_agree(net))
+    torch.manual_seed(8)
+    with torch.no_grad():
+        net.bias[0] += rank
+    agreed.append(ranks_agree(net))
+    return torch.tensor(agreed)
+
+
 def _worker(rank: int, size: int, port: int, batches: torch.Tensor, lr: float, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=size)
     try:
-        torch.save(train_fixed(batches, lr), Path(out) / f"rank{rank}.pt")
+        trained = train_fixed(batches, lr)
+        agreed = agreement_after_training(rank)
+        torch.save({**trained, "agreed": agreed}, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -88,6 +110,8 @@ def _one_and_two(batches: torch.Tensor, lr: float, tmp: Path) -> tuple[dict, lis
     single = train_fixed(batches, lr)
     mp.spawn(_worker, args=(2, _free_port(), batches, lr, str(tmp)), nprocs=2, join=True)
     ranks = [torch.load(tmp / f"rank{r}.pt") for r in (0, 1)]
+    for r in ranks:
+        assert r.pop("agreed").tolist() == [True, True, False, False]
     assert single.keys() == ranks[0].keys() and sum(k.startswith("grad.3.") for k in single) > 10
     for name in single:
         # the ranks agree bit for bit: same start, same averaged gradients, same Adam arithmetic
@@ -129,17 +153,18 @@ def test_two_gloo_processes_train_like_one_process(tmp_path):
     assert single["model.w_avg"].abs().sum() > 0
 
 
-def _stage(tmp_path: Path, shards: Path, kimg: float) -> tuple[list[str], dict]:
+def _stage(tmp_path: Path, shards: Path, kimg: float, featurenet: str = "none.pt",
+           **train) -> tuple[list[str], dict]:
     raw = {"seed": 2, "data": {"resolution": 8, "limit": 2000, "shard_size": 1000},
            "model": MODEL,
            "train": {"kimg": kimg, "batch_size": 16, "transition_kimg": 0.25,
                      "stabilize_kimg": 0.25, "tick_kimg": 0.25, "checkpoint_kimg": 0.5,
-                     "threads": 1, "fid_every_kimg": 0, "nproc": 2}}
+                     "threads": 1, "fid_every_kimg": 0, "nproc": 2, **train}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     env = {**os.environ, "DVC_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     cmd = [sys.executable, str(ROOT / "stages" / "train.py"), "--params", "params.yaml",
-           "--shards", str(shards), "--featurenet", "none.pt", "--out", "alae.pt",
+           "--shards", str(shards), "--featurenet", featurenet, "--out", "alae.pt",
            "--plots", "train.csv"]
     return cmd, env
 
@@ -171,21 +196,31 @@ def test_two_process_training_stops_on_sigterm_and_resumes(shards8, tmp_path):
     assert f"resuming at {at} images" in done.stderr and "trained 3008 images" in done.stdout
 
 
-def test_the_train_stage_on_two_processes_writes_one_run(shards8, tmp_path):
-    cmd, env = _stage(tmp_path, shards8, kimg=1.0)
+def test_the_train_stage_on_two_processes_with_every_hook_on_writes_one_run(
+        shards8, featurenet8, tmp_path):
+    """Quick FID, checkpoints and level snapshots every 0.25 kimg, all on rank 0 alone: the ranks
+    still meet at the same collectives (the stage checks at every tick that they hold the same
+    weights and random streams, and fails if not)."""
+    cmd, env = _stage(tmp_path, shards8, kimg=0.75, featurenet=str(featurenet8),
+                      checkpoint_kimg=0.25, fid_every_kimg=0.25, fid_images=64)
     store = env["MLFLOW_TRACKING_URI"]
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     from alae.checkpoint import load_training_state
     from mlflow.tracking import MlflowClient
 
     _, _, _, state = load_training_state(tmp_path / "alae.pt")
-    assert state["images_seen"] == 1008 and state["finished"]  # 63 global batches of 16
+    assert state["images_seen"] == 752 and state["finished"]  # 47 global batches of 16
     assert len(list((tmp_path / ".alae" / "runs").iterdir())) == 1
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("alae").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.params["train.nproc"] == "2"
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss_d")]
-    assert steps == [256, 512, 752, 1008]  # one value per tick, logged once (rank 0)
-    assert out.stderr.count("%|") > 0 and "trained 1008 images" in out.stdout
+    assert steps == [256, 512, 752]  # one value per tick, logged once (rank 0)
+    fids = client.get_metric_history(runs[0].info.run_id, "fid_quick_classifier")
+    assert [m.step for m in fids] == steps
+    grids = {f.path.split("+")[2] for f in client.list_artifacts(runs[0].info.run_id, "images")}
+    assert grids == {"512", "752"}  # a sample grid as each level ends
+    assert len(list((tmp_path / ".alae" / "runs").glob("*/ckpt-*.pt"))) == 3
+    assert out.stderr.count("%|") > 0 and "trained 752 images" in out.stdout

@@ -100,6 +100,10 @@ def test_noise_injection_starts_silent_and_is_per_pixel_shared_across_channels()
     added = noise(x) - x
     assert torch.allclose(added[:, 1], 2 * added[:, 0]) and torch.equal(added[:, 2], torch.zeros(2, 4, 4))
     assert torch.equal(noise(x, noise=False), x)
+    # a generator of its own: the same seed gives the same noise, and the global RNG is unmoved
+    state = torch.get_rng_state()
+    own = [noise(x, noise=torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert torch.equal(own[0], own[1]) and torch.equal(torch.get_rng_state(), state)
 
 
 def test_instance_norm_and_statistics():

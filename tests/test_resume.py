@@ -1,5 +1,5 @@
 """Reliability of training: resume after SIGKILL, polite stops on SIGTERM/Ctrl-C, divergence,
-and metrics kept while the tracking store is away.
+metrics kept while the tracking store is away, and periodic hooks that leave the weights alone.
 
 The kill tests run the real train stage as a subprocess (its own MLflow store and working folder
 under tmp_path, via MLFLOW_TRACKING_URI and DVC_ROOT), on real Fashion-MNIST shards at 8x8.
@@ -279,6 +279,41 @@ def test_resume_from_a_checkpoint_in_process_matches_the_uninterrupted_run(shard
     assert result.snapshots.keys() == reference.snapshots.keys() == {0, 1}
     for lod in (0, 1):
         assert torch.equal(result.snapshots[lod], reference.snapshots[lod])
+
+
+def test_every_periodic_hook_on_ends_on_the_weights_of_a_run_without_them(
+        shards8, featurenet8, tmp_path):
+    """Periodic work never perturbs training (DESIGN.md): the quick FID, level snapshots (4x4,
+    then 8x8 blending in) and checkpoints every 0.25 kimg, wired as the stage wires them, leave
+    weights, EMA and snapshots exactly as a run without them. (Two processes: test_distributed.)"""
+    from alae.figures import snapshot_grid
+    from alae.train.loop import Hooks, Trainer
+
+    stage = _load_stage("train")
+    every = {"kimg": 0.75, "transition_kimg": 0.25, "stabilize_kimg": 0.25,
+             "checkpoint_kimg": 0.25, "fid_every_kimg": 0.25, "fid_images": 64}
+    params = parse_params({**RAW, "train": {**RAW["train"], **every}})
+    without = Trainer(params, shards8).run(progress=False)
+
+    trainer = Trainer(params, shards8)
+    store = RunCheckpoints(tmp_path)
+    reports, grids = [], []
+    hooks = Hooks(
+        report=lambda nimg, row: reports.append(row),
+        snapshot=lambda nimg, lod, images: grids.append(snapshot_grid(images, f"{lod}")),
+        checkpoint=lambda t: store.save(t.ema, params, {}, t.state()),
+        # built after the Trainer, as the stage does: the featurenet is loaded mid-run
+        quick_fid=stage.quick_fid_hook(params, trainer, str(shards8), str(featurenet8)))
+    with_hooks = trainer.run(hooks, progress=False)
+
+    assert sum(stage.QUICK_FID in row for row in reports) == 3
+    assert len(grids) == 2 and len(store.paths()) == 3
+    for name, ref in without.model.state_dict().items():
+        assert torch.equal(with_hooks.model.state_dict()[name], ref), name
+    for name, ref in without.ema.state_dict().items():
+        assert torch.equal(with_hooks.ema.state_dict()[name], ref), name
+    for lod, images in without.snapshots.items():
+        assert torch.equal(with_hooks.snapshots[lod], images), lod
 
 
 def test_checkpoint_of_other_params_is_refused(shards8, tmp_path):

@@ -311,17 +311,17 @@ def quick_fid(model: torch.nn.Module, extractor, reference: FeatureStats, n: int
               batch_size: int = 250) -> float:
     """FID of `n` samples at the level of detail the model is at, upsampled (nearest, as the
     training's sample grids) to its final resolution: for watching a run, not for reporting.
-    Its own seeds for z and G's noise, so it neither depends on nor moves the training's RNG."""
+    z and G's noise come from generators of its own, so it neither depends on nor moves the
+    training's RNG, and draws as one process does whatever the number of ranks."""
     device = next(model.parameters()).device
     z = torch.randn(n, int(model.latent), generator=torch.Generator().manual_seed(seed))
+    noise = torch.Generator(device).manual_seed(seed)
     stats = FeatureStats()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for zb in z.split(batch_size):
-            x = model.generate(zb.to(device))
-            if x.shape[-1] != model.resolution:
-                x = torch.nn.functional.interpolate(x, size=int(model.resolution), mode="nearest")
-            stats.update(extractor(x.clamp(-1, 1)))
+    for zb in z.split(batch_size):
+        x = model.generate(zb.to(device), noise=noise)
+        if x.shape[-1] != model.resolution:
+            x = torch.nn.functional.interpolate(x, size=int(model.resolution), mode="nearest")
+        stats.update(extractor(x.clamp(-1, 1)))
     return frechet_distance(stats, reference)
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from alae.distributed import mean_over_ranks
 from alae.config import ModelConfig
-from alae.nn.layers import EqualConv2d
+from alae.nn.layers import EqualConv2d, Noise
 from alae.nn.mlp import EncoderMLP, GeneratorMLP, MappingD, MappingF
 from alae.nn.style import StyleEncoder, StyleSynthesis
 
@@ -75,19 +75,20 @@ class ALAE(nn.Module):
 
     # --- what users of a trained model call -------------------------------------------------
     def generate(self, z: torch.Tensor, psi: Optional[float] = None, cutoff: Optional[int] = None,
-                 lod: Optional[int] = None, alpha: Optional[float] = None) -> torch.Tensor:
+                 lod: Optional[int] = None, alpha: Optional[float] = None,
+                 noise: Noise = True) -> torch.Tensor:
         """G(F(z)); with `psi`, truncated towards the average w on the first `cutoff` styles."""
         w = self.mapping(z)
         if psi is not None:
             w = self.truncate(w, psi, cutoff)
-        return self.decode(w, lod, alpha)
+        return self.decode(w, lod, alpha, noise)
 
     def encode(self, x: torch.Tensor, lod: Optional[int] = None,
                alpha: Optional[float] = None) -> torch.Tensor:
         return self.encoder(x, **self._level(lod, alpha))
 
     def decode(self, w: torch.Tensor, lod: Optional[int] = None, alpha: Optional[float] = None,
-               noise: bool = True) -> torch.Tensor:
+               noise: Noise = True) -> torch.Tensor:
         if self.progressive:
             return self.synthesis(w, lod=lod, alpha=alpha, noise=noise)
         return self.synthesis(w)

@@ -7,12 +7,18 @@ down (F and D use 0.1) without a custom optimizer.
 from __future__ import annotations
 
 import math
+from typing import Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from alae.distributed import global_randn
+
+# G's per-pixel noise: True draws it from the global RNG (training: this rank's slice of the
+# global batch's draw), a generator draws it from that generator alone (samples watched during
+# training, which must not move the training's stream), False adds none.
+Noise = Union[bool, torch.Generator]
 
 
 class EqualLinear(nn.Module):
@@ -125,11 +131,14 @@ class NoiseInjection(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x: torch.Tensor, noise: bool = True) -> torch.Tensor:
-        if not noise:
+    def forward(self, x: torch.Tensor, noise: Noise = True) -> torch.Tensor:
+        if noise is False:
             return x
-        # This rank's slice of the global batch's noise (one process: the whole draw).
-        n = global_randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+        shape = (x.shape[0], 1, x.shape[2], x.shape[3])
+        if isinstance(noise, torch.Generator):
+            n = torch.randn(shape, generator=noise, device=x.device, dtype=x.dtype)
+        else:  # this rank's slice of the global batch's noise (one process: the whole draw)
+            n = global_randn(*shape, device=x.device, dtype=x.dtype)
         return x + self.weight.view(1, -1, 1, 1) * n
 
 

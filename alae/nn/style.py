@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alae.nn.layers import (AdaIN, Blur, EqualConv2d, EqualLinear, NoiseInjection, channel_stats,
-                            instance_norm)
+from alae.nn.layers import (AdaIN, Blur, EqualConv2d, EqualLinear, Noise, NoiseInjection,
+                            channel_stats, instance_norm)
 
 TO_RGB_GAIN = 0.03  # reference `ToRGB`: the output layer starts nearly silent
 
@@ -69,7 +69,7 @@ class SynthesisBlock(nn.Module):
         self.conv2 = EqualConv2d(out_channels, out_channels, 3, bias=False)
 
     def forward(self, x: Optional[torch.Tensor], w1: torch.Tensor, w2: torch.Tensor,
-                noise: bool = True) -> torch.Tensor:
+                noise: Noise = True) -> torch.Tensor:
         if self.first:
             x = self.const.expand(w1.shape[0], -1, -1, -1)
         else:
@@ -108,7 +108,7 @@ class StyleSynthesis(nn.Module):
         return w
 
     def forward(self, w: torch.Tensor, lod: Optional[int] = None, alpha: Optional[float] = None,
-                noise: bool = True) -> torch.Tensor:
+                noise: Noise = True) -> torch.Tensor:
         full = lod is None
         lod = int(self.lod) if lod is None else lod
         alpha = float(self.alpha) if alpha is None else float(alpha)

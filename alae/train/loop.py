@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from alae.config import Params
 from alae.data import read_manifest, train_batches
 from alae.devices import resolve_device
-from alae.distributed import any_rank, mean_over_ranks, world
+from alae.distributed import any_rank, mean_over_ranks, ranks_agree, world
 from alae.errors import Stopped, UserError
 from alae.nn import ALAE, build_model
 from alae.progress import progress_bar
@@ -86,10 +86,10 @@ def blend_real(real: torch.Tensor, alpha: float) -> torch.Tensor:
 def level_samples(ema: ALAE, z: torch.Tensor, lod: int) -> torch.Tensor:
     """EMA samples of fixed latents at level `lod`, upsampled to the final resolution, as uint8
     (N, C, H, W): small enough to keep every level's grid in the checkpoint. G's noise comes from
-    its own seed, so a snapshot neither depends on nor moves the training's random stream."""
-    with torch.random.fork_rng(devices=[z.device] if z.device.type == "cuda" else []):
-        torch.manual_seed(SNAPSHOT_SEED)
-        images = ema.generate(z, lod=lod, alpha=1.0) if ema.progressive else ema.generate(z)
+    a generator of its own, so a snapshot neither depends on nor moves the training's random
+    stream, and is what one process draws whatever the number of ranks."""
+    noise = torch.Generator(z.device).manual_seed(SNAPSHOT_SEED)
+    images = ema.generate(z, lod=lod, alpha=1.0, noise=noise)
     images = F.interpolate(images, size=ema.resolution, mode="nearest").cpu()
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
@@ -276,13 +276,17 @@ class Trainer:
                            history=self.history, optimizers=self.opt, snapshots=self.snapshots)
 
     def _close_tick(self, sums: torch.Tensor, steps: int, phase: Phase, img_per_s: float) -> dict:
-        mean = mean_over_ranks(sums / steps).tolist()  # the one device sync per tick
+        mean = mean_over_ranks(sums / steps).tolist()  # device syncs: here, once per tick
         if not all(math.isfinite(v) for v in mean) or not _all_finite(self.model):
             what = "a weight" if all(math.isfinite(v) for v in mean) else "a loss"
             raise TrainingDiverged(
                 f"training diverged at {self.nimg} images ({what} is not finite: loss_d={mean[0]:.4g} "
                 f"loss_g={mean[1]:.4g} lae={mean[2]:.4g}); the last checkpoint is kept as it was "
                 "(try a lower lr or a larger train.r1_gamma)")
+        if not ranks_agree(self.model, self.ema):
+            raise RuntimeError(f"ranks diverged at {self.nimg} images: their weights or random "
+                               "streams differ (work done on some ranks only drew from the global "
+                               "RNG or changed a network)")
         row = {"kimg": self.nimg / 1000, "loss_d": mean[0], "loss_g": mean[1], "lae": mean[2],
                "img_per_s": img_per_s, "lod": phase.lod, "alpha": phase.alpha,
                "resolution": self.model.level_resolution(phase.lod),
