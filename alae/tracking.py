@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
+from alae import STARTED
 from alae.config import Params
 from alae.errors import Stopped, UserError
 
@@ -384,11 +385,10 @@ def pipeline_run(params: Params, stage: str) -> Iterator[PipelineRun]:
     run = PipelineRun(client, run_id, key, run_dir(key, root), uri)
     run.set_tags(_tags(key, root))
     run.send_pending(force=True)  # what an earlier stage of this run could not send
-    started = time.monotonic()
     try:
         yield run
         # Wall time per stage, so a sweep can weigh quality against the whole pipeline's cost.
-        run.log_metrics({f"stage_seconds_{stage}": time.monotonic() - started})
+        run.log_metrics({f"stage_seconds_{stage}": time.monotonic() - STARTED})
     except BaseException as e:
         killed = isinstance(e, (KeyboardInterrupt, Stopped))
         try:

@@ -36,7 +36,12 @@ def test_same_configuration_continues_one_run_and_a_change_starts_another(store)
     run = client.get_run(run1.run_id)
     assert run.data.tags[KEY_TAG] == run_key(a)
     assert run.data.params["lr"] == "0.001" and "train.kimg" in run.data.params
-    assert run.data.metrics == {"loss_d": 1.0, "fid_classifier": 5.0}
+    seconds = {k: v for k, v in run.data.metrics.items() if k.startswith("stage_seconds_")}
+    assert {k: v for k, v in run.data.metrics.items() if k not in seconds} == {
+        "loss_d": 1.0, "fid_classifier": 5.0}
+    # each stage's wall time, counted from when the process imported alae
+    assert sorted(seconds) == ["stage_seconds_evaluate", "stage_seconds_train"]
+    assert all(v > 0 for v in seconds.values())
     assert run.info.status == "FINISHED"
 
 
