@@ -13,11 +13,10 @@ import yaml
 
 from alae import __version__
 from alae.checkpoint import load_model
-from alae.config import ConfigError, FiguresConfig, Params, parse_params
+from alae.config import ConfigError, Params, parse_params
 from alae.devices import NAMES as DEVICE_NAMES
 from alae.devices import resolve_device
 from alae.errors import exits_cleanly
-from alae.figures import samples_figure
 from alae.io import atomic_open
 from alae.nn import ALAE
 
@@ -47,27 +46,63 @@ def _load(model_path: str, device: str) -> tuple[ALAE, torch.device]:
 
 @main.command()
 @model_option
-@click.option("-n", "count", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True)
-@click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--psi", default=None, type=click.FloatRange(0, 1),
+@click.option("--seeds", help="seeds, e.g. 0-99 or 0-3,10,20-22: one image each, its z drawn "
+                               "from a generator seeded with it alone")
+@click.option("--outdir", type=click.Path(file_okay=False),
+              help="write one PNG per seed, DIR/seed0000.png (a folder `alae fid` reads)")
+@click.option("--grid", "grid_path", type=click.Path(dir_okay=False),
+              help="write the seeds as one labelled grid; the suffix names the format")
+@click.option("--trunc", "--psi", "psi", default=None, type=click.FloatRange(0, 1),
               help="truncation towards the average w (default: none)")
 @click.option("--cutoff", default=8, show_default=True, type=click.IntRange(min=1),
               help="style slots the truncation applies to")
+@click.option("--noise", default="random", show_default=True,
+              type=click.Choice(["const", "random"]),
+              help="G's per-pixel noise: const switches it off, random draws it per seed")
+@click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("-n", "count", default=None, type=click.IntRange(min=1),
+              help="old form: seeds SEED .. SEED+N-1 (default 64)")
+@click.option("--seed", default=None, type=click.IntRange(min=0), help="old form: first seed")
 @device_option
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", required=False, type=click.Path(dir_okay=False))
 @exits_cleanly
-def generate(model_path: str, count: int, seed: int, columns: int, psi: float | None,
-             cutoff: int, device: str, out: str) -> None:
-    """Write a grid of COUNT generated images (fixed SEED) to OUT, in the format its suffix
-    names (.png, .jpg, .webp, ...)."""
-    from alae.images import image_format, save_image
+def generate(model_path: str, seeds: str | None, outdir: str | None, grid_path: str | None,
+             psi: float | None, cutoff: int, noise: str, columns: int, batch_size: int,
+             count: int | None, seed: int | None, device: str, out: str | None) -> None:
+    """Generate one image per seed into --outdir and/or a grid (--grid, or OUT: the old form
+    `alae generate -n 64 --seed 0 OUT`, which is seeds 0-63)."""
+    from alae.errors import UserError
+    from alae.figures import psi_label, snapshot_grid, to_uint8
+    from alae.images import image_format, save_image, to_image
+    from alae.progress import progress_bar
+    from alae.sampling import generate_seeds, parse_seeds, seed_image_name
 
-    image_format(out)
+    if out is not None and grid_path is not None:
+        raise UserError(f"OUT {out} and --grid {grid_path}: give one (OUT is the old --grid)")
+    grid_path = grid_path or out
+    if outdir is None and grid_path is None:
+        raise UserError("nothing to write: give --outdir DIR and/or --grid FILE")
+    if seeds is not None and (count, seed) != (None, None):
+        raise UserError(f"--seeds {seeds}: -n and --seed are the old form of --seeds; give one")
+    if grid_path is not None:
+        image_format(grid_path)
+    first = seed or 0
+    wanted = parse_seeds(seeds) if seeds is not None else list(range(first, first + (count or 64)))
     model, _ = _load(model_path, device)
-    cfg = FiguresConfig(seed=seed, samples=count, columns=columns, psi=psi, cutoff=cutoff)
-    save_image(samples_figure(model, cfg, truncate=psi is not None), out)
-    click.echo(f"wrote {count} samples to {out}")
+    kept = []  # the grid's images as uint8, which holds thousands of them
+    with progress_bar(total=len(wanted), desc="generate") as bar:
+        for batch, images in generate_seeds(model, wanted, psi, cutoff, noise, batch_size):
+            for s, x in zip(batch, images):
+                if outdir is not None:
+                    save_image(to_image(x), Path(outdir) / seed_image_name(s))
+            if grid_path is not None:
+                kept.append(torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2))
+            bar.update(len(batch))
+    if grid_path is not None:
+        save_image(snapshot_grid(torch.cat(kept), psi_label(psi), columns), grid_path)
+    where = " and ".join(str(p) for p in (outdir, grid_path) if p is not None)
+    click.echo(f"wrote {len(wanted)} samples (noise {noise}) to {where}")
 
 
 def preset_path(name: str, params_path: str | Path = "params.yaml") -> Path:

@@ -90,8 +90,11 @@ def samples_figure(model: ALAE, cfg: FiguresConfig, truncate: bool = True) -> Im
     torch.manual_seed(cfg.seed)  # the generator's per-pixel noise
     images = model.generate(_latents(model, cfg.samples, cfg.seed), psi=psi, cutoff=cfg.cutoff)
     rows = _rows(images, cfg.columns)
-    label = f"psi {psi}" if psi is not None else "psi 1 (none)"
-    return grid(rows, [label if i == 0 else "" for i in range(len(rows))])
+    return grid(rows, [psi_label(psi) if i == 0 else "" for i in range(len(rows))])
+
+
+def psi_label(psi: float | None) -> str:
+    return f"psi {psi}" if psi is not None else "psi 1 (none)"
 
 
 @torch.no_grad()

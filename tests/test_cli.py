@@ -13,8 +13,10 @@ from alae.checkpoint import load_model, save_model
 from alae.cli import main
 from alae.config import parse_params
 from alae.errors import CheckpointError, UserError
-from alae.images import load_images
+from alae.featurenet import Featurenet, save_featurenet
+from alae.images import load_images, to_image
 from alae.nn import build_model
+from alae.sampling import parse_seeds
 
 STYLE = {"model": {"kind": "style", "latent": 8, "mapping_layers": 2, "start_channels": 4,
                    "max_channels": 8}}
@@ -223,3 +225,90 @@ def test_mix_refuses_a_block_the_model_has_not(files, tmp_path):
                     str(files / "imgs/b.jpg"), "--styles", "middle", str(tmp_path / "m.png"))
     one_line_error(out, "--styles middle: a 8x8 model has only coarse, fine styles")
     assert not (tmp_path / "m.png").exists()
+
+
+# --- alae generate by seed (stylegan2-ada's generate.py) ---------------------------------------
+@pytest.fixture(scope="module")
+def noisy(files):
+    """The test model with G's per-pixel noise switched on (it starts at weight 0)."""
+    model, params, _ = load_model(files / "alae.pt")
+    for name, p in model.named_parameters():
+        if name.endswith(("noise1.weight", "noise2.weight")):
+            p.data.fill_(1.0)
+    save_model(files / "noisy.pt", model, params, meta={})
+    return files / "noisy.pt"
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image, dtype=np.int16)
+
+
+def generated(model: Path, out: Path, *options: str) -> dict[str, np.ndarray]:
+    result = alae_here("generate", "--model", str(model), "--device", "cpu", "--outdir", str(out),
+                       *options)
+    assert result.exit_code == 0, result.output
+    return {p.name: pixels(p) for p in sorted(out.iterdir())}
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3,10,20-22") == [0, 1, 2, 3, 10, 20, 21, 22]
+    assert parse_seeds("5, 2-3, 5") == [5, 2, 3]
+    for bad in ("3-1", "a", "1,,2", "-1"):
+        with pytest.raises(UserError, match=f"--seeds '{bad}'"):
+            parse_seeds(bad)
+
+
+@pytest.mark.parametrize("noise", ["random", "const"])
+def test_a_seed_gives_the_same_image_whatever_else_is_asked(noisy, tmp_path, noise):
+    all_ = generated(noisy, tmp_path / "all", "--seeds", "0-5", "--batch-size", "4",
+                     "--noise", noise)
+    some = generated(noisy, tmp_path / "some", "--seeds", "5,2", "--batch-size", "1",
+                     "--noise", noise)
+    assert sorted(all_) == [f"seed000{i}.png" for i in range(6)]
+    assert sorted(some) == ["seed0002.png", "seed0005.png"]
+    for name, image in some.items():
+        assert image.shape == (32, 32) and np.abs(image - all_[name]).max() <= 1, name
+    assert np.abs(all_["seed0000.png"] - all_["seed0001.png"]).max() > 8
+
+
+def test_noise_const_is_g_without_noise_and_random_is_seeded(noisy, tmp_path):
+    const = generated(noisy, tmp_path / "c", "--seeds", "3", "--noise", "const")["seed0003.png"]
+    random = generated(noisy, tmp_path / "r", "--seeds", "3", "--noise", "random")["seed0003.png"]
+    model, _, _ = load_model(noisy)
+    z = torch.randn(1, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = to_image(model.generate(z, noise=False)[0])
+    assert np.abs(const - np.asarray(expected, dtype=np.int16)).max() <= 1
+    assert np.abs(const - random).max() > 8
+
+
+def test_generated_folder_feeds_alae_fid(files, tmp_path):
+    generated(files / "alae.pt", tmp_path / "s", "--seeds", "0-11", "--trunc", "0.7")
+    featurenet = Featurenet(channels=1, resolution=32, num_classes=2)
+    save_featurenet(featurenet.eval(), tmp_path / "fn.pt")
+    out = alae_here("fid", str(tmp_path / "s"), str(tmp_path / "s.npz"), "--save-stats",
+                    "--featurenet", str(tmp_path / "fn.pt"), "--device", "cpu")
+    assert out.exit_code == 0 and "saved statistics of 12 images" in out.output, out.output
+
+
+def test_generate_grid_and_the_old_form(files, tmp_path):
+    new = alae_here("generate", "--model", str(files / "alae.pt"), "--seeds", "0-3",
+                    "--grid", str(tmp_path / "new.png"), "--columns", "2")
+    old = alae_here("generate", "--model", str(files / "alae.pt"), "-n", "4",
+                    str(tmp_path / "old.png"), "--columns", "2")
+    assert new.exit_code == 0 and old.exit_code == 0, new.output + old.output
+    assert "wrote 4 samples" in new.output and not (tmp_path / "seed0000.png").exists()
+    assert (pixels(tmp_path / "new.png") == pixels(tmp_path / "old.png")).all()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--seeds", "9-2", "--outdir", "o"], ["--seeds '9-2'"]),
+    (["--seeds", "0-3"], ["nothing to write", "--outdir"]),
+    (["--seeds", "0", "-n", "4", "--outdir", "o"], ["--seeds 0", "-n"]),
+    (["--seeds", "0", "--grid", "g.txt"], ["g.txt: not an image file name"])])
+def test_generate_refuses_bad_options_before_any_work(files, tmp_path, args, words):
+    (tmp_path / "model.pt").write_bytes(b"")  # a missing model would be a different error
+    args = [a if a not in ("o", "g.txt") else str(tmp_path / a) for a in args]
+    one_line_error(alae_here("generate", "--model", str(tmp_path / "model.pt"), *args), *words)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]

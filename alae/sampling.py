@@ -1,0 +1,53 @@
+"""Samples by seed, as stylegan2-ada's `generate.py` draws them: each seed is one image whose z
+(and per-pixel noise) come from a generator seeded with it alone, so image k is the same whatever
+other seeds are asked for and whatever the batch size."""
+from __future__ import annotations
+
+import re
+from typing import Iterator, Optional
+
+import torch
+
+from alae.errors import UserError
+from alae.nn import ALAE
+
+MAX_SEED = 2 ** 32 - 1  # numpy's RandomState range, as stylegan2-ada's seeds
+NOISE_MODES = ("const", "random")
+
+
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+    """'0-3,10,20-22' -> [0, 1, 2, 3, 10, 20, 21, 22]: ranges include both ends; a seed named
+    twice is drawn once, where it first appears."""
+    seeds: dict[int, None] = {}
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise UserError(f"{option} {text!r}: {part.strip()!r} is not a seed or a range "
+                            "(e.g. 0-99 or 0-3,10,20-22)")
+        lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
+        if lo > hi or hi > MAX_SEED:
+            raise UserError(f"{option} {text!r}: {part.strip()!r} is not a range of seeds "
+                            f"from 0 to {MAX_SEED}")
+        seeds.update(dict.fromkeys(range(lo, hi + 1)))
+    return list(seeds)
+
+
+def seed_image_name(seed: int) -> str:
+    return f"seed{seed:04d}.png"
+
+
+@torch.no_grad()
+def generate_seeds(model: ALAE, seeds: list[int], psi: Optional[float] = None,
+                   cutoff: Optional[int] = None, noise: str = "random", batch_size: int = 64
+                   ) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """(seeds, images in [-1, 1]) per batch. Each seed's generator draws its z, then (noise
+    `random`) its image's noise; `const` switches G's noise off."""
+    if noise not in NOISE_MODES:
+        raise UserError(f"--noise {noise!r}: not one of {', '.join(NOISE_MODES)}")
+    device = next(model.parameters()).device
+    for i in range(0, len(seeds), batch_size):
+        batch = seeds[i:i + batch_size]
+        gens = [torch.Generator().manual_seed(s) for s in batch]
+        z = torch.cat([torch.randn(1, model.latent, generator=g) for g in gens]).to(device)
+        yield batch, model.generate(z, psi=psi, cutoff=cutoff,
+                                    noise=gens if noise == "random" else False)
