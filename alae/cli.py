@@ -16,7 +16,7 @@ from alae.checkpoint import load_model
 from alae.config import ConfigError, Params, parse_params
 from alae.devices import NAMES as DEVICE_NAMES
 from alae.devices import resolve_device
-from alae.errors import exits_cleanly
+from alae.errors import UserError, exits_cleanly
 from alae.io import atomic_open
 from alae.nn import ALAE
 
@@ -32,6 +32,10 @@ def main() -> None:
 model_option = click.option("--model", "model_path", default="models/alae.pt", show_default=True,
                             type=click.Path(dir_okay=False),
                             help="model file written by the train stage")
+noise_option = click.option("--noise", default="random", show_default=True,
+                            type=click.Choice(["const", "random"]),
+                            help="G's per-pixel noise: const switches it off, random draws each "
+                                 "image's from its own seeded generator")
 device_option = click.option("--device", default="auto", show_default=True,
                              help=f"{DEVICE_NAMES}; auto is CUDA when there is one")
 
@@ -56,9 +60,7 @@ def _load(model_path: str, device: str) -> tuple[ALAE, torch.device]:
               help="truncation towards the average w (default: none)")
 @click.option("--cutoff", default=8, show_default=True, type=click.IntRange(min=1),
               help="style slots the truncation applies to")
-@click.option("--noise", default="random", show_default=True,
-              type=click.Choice(["const", "random"]),
-              help="G's per-pixel noise: const switches it off, random draws it per seed")
+@noise_option
 @click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("-n", "count", default=None, type=click.IntRange(min=1),
@@ -72,7 +74,6 @@ def generate(model_path: str, seeds: str | None, outdir: str | None, grid_path: 
              count: int | None, seed: int | None, device: str, out: str | None) -> None:
     """Generate one image per seed into --outdir and/or a grid (--grid, or OUT: the old form
     `alae generate -n 64 --seed 0 OUT`, which is seeds 0-63)."""
-    from alae.errors import UserError
     from alae.figures import psi_label, snapshot_grid, to_uint8
     from alae.images import image_format, save_image, to_image
     from alae.progress import progress_bar
@@ -287,6 +288,33 @@ def reconstruct(model_path: str, images: tuple[str, ...], out: str, device: str)
 
 @main.command()
 @model_option
+@click.argument("codes_path", metavar="CODES", type=click.Path(exists=True, dir_okay=False))
+@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="output folder")
+@noise_option
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@device_option
+@exits_cleanly
+def decode(model_path: str, codes_path: str, outdir: str, noise: str, batch_size: int,
+           device: str) -> None:
+    """Write G(w) for each code of CODES (an .npy of `alae encode`) into OUTDIR as PNG: named
+    after the source images listed in CODES.txt when it is there, else code0000.png, ..."""
+    from alae.images import output_paths, save_image, to_image
+    from alae.sampling import decode_codes, read_codes
+
+    codes, names = read_codes(codes_path)
+    outs = output_paths([(Path(n), Path(Path(n).name)) for n in names], outdir, ".png")
+    model, _ = _load(model_path, device)
+    if codes.shape[1] != model.latent:
+        raise UserError(f"{codes_path}: codes are {codes.shape[1]}-d, but {model_path}'s W is "
+                        f"{model.latent}-d")
+    for first, images in decode_codes(model, codes, noise, batch_size):
+        for path, x in zip(outs[first:], images):
+            save_image(to_image(x), path)
+    click.echo(f"decoded {len(outs)} codes into {outdir} (noise {noise})")
+
+
+@main.command()
+@model_option
 @click.argument("image_a", type=click.Path(exists=True, dir_okay=False))
 @click.argument("image_b", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
@@ -324,7 +352,6 @@ def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: in
 def mix(model_path: str, source: str, dest: str, out: str, styles: str, device: str) -> None:
     """DEST with SOURCE's coarse, middle or fine styles (StyleALAE only); OUT's suffix names the
     format."""
-    from alae.errors import UserError
     from alae.figures import mix_styles, slot_resolutions, style_ranges
     from alae.images import image_format, save_image, to_image
 

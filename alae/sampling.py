@@ -4,8 +4,10 @@ other seeds are asked for and whatever the batch size."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Iterator, Optional
 
+import numpy as np
 import torch
 
 from alae.errors import UserError
@@ -42,12 +44,46 @@ def generate_seeds(model: ALAE, seeds: list[int], psi: Optional[float] = None,
                    ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """(seeds, images in [-1, 1]) per batch. Each seed's generator draws its z, then (noise
     `random`) its image's noise; `const` switches G's noise off."""
-    if noise not in NOISE_MODES:
-        raise UserError(f"--noise {noise!r}: not one of {', '.join(NOISE_MODES)}")
     device = next(model.parameters()).device
     for i in range(0, len(seeds), batch_size):
         batch = seeds[i:i + batch_size]
         gens = [torch.Generator().manual_seed(s) for s in batch]
         z = torch.cat([torch.randn(1, model.latent, generator=g) for g in gens]).to(device)
-        yield batch, model.generate(z, psi=psi, cutoff=cutoff,
-                                    noise=gens if noise == "random" else False)
+        yield batch, model.generate(z, psi=psi, cutoff=cutoff, noise=_noise(noise, gens))
+
+
+def _noise(mode: str, gens: list[torch.Generator]):
+    if mode not in NOISE_MODES:
+        raise UserError(f"--noise {mode!r}: not one of {', '.join(NOISE_MODES)}")
+    return gens if mode == "random" else False
+
+
+def read_codes(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """The codes (N, latent) of `alae encode` and the names of their images: the lines of
+    PATH.txt when it is there, else code0000, code0001, ..."""
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a codes file (.npy) ({type(e).__name__})") from None
+    if codes.ndim != 2 or codes.dtype.kind != "f":
+        raise UserError(f"{path}: codes are a 2-d float array (one w per row), not "
+                        f"{codes.ndim}-d {codes.dtype}")
+    listing = Path(f"{path}.txt")
+    if not listing.is_file():
+        return codes, [f"code{i:04d}" for i in range(len(codes))]
+    names = listing.read_text().splitlines()
+    if len(names) != len(codes):
+        raise UserError(f"{listing}: names {len(names)} images, but {path} holds {len(codes)} codes")
+    return codes, names
+
+
+@torch.no_grad()
+def decode_codes(model: ALAE, codes: np.ndarray, noise: str = "random", batch_size: int = 64
+                 ) -> Iterator[tuple[int, torch.Tensor]]:
+    """(index of the batch's first code, G(w)) per batch; code i's noise is drawn from a
+    generator seeded with i."""
+    device = next(model.parameters()).device
+    for i in range(0, len(codes), batch_size):
+        w = torch.from_numpy(codes[i:i + batch_size]).float().to(device)
+        gens = [torch.Generator().manual_seed(i + k) for k in range(len(w))]
+        yield i, model.decode(w, noise=_noise(noise, gens))

@@ -312,3 +312,29 @@ def test_generate_refuses_bad_options_before_any_work(files, tmp_path, args, wor
     args = [a if a not in ("o", "g.txt") else str(tmp_path / a) for a in args]
     one_line_error(alae_here("generate", "--model", str(tmp_path / "model.pt"), *args), *words)
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+# --- alae decode: the way back from alae encode --------------------------------------------------
+def test_decode_writes_one_image_per_code_named_after_its_source(files, tmp_path):
+    alae_here(*model_command("encode", files, tmp_path))  # c.npy, c.npy.txt: imgs/a.png
+    out = alae_here("decode", "--model", str(files / "alae.pt"), str(tmp_path / "c.npy"),
+                    "--outdir", str(tmp_path / "dec"), "--noise", "const")
+    assert out.exit_code == 0 and "decoded 1 codes" in out.output, out.output
+    model, _, _ = load_model(files / "alae.pt")
+    with torch.no_grad():
+        expected = model.decode(torch.from_numpy(np.load(tmp_path / "c.npy")), noise=False)[0]
+    assert np.abs(pixels(tmp_path / "dec/a.png") - np.asarray(to_image(expected))).max() <= 1
+    (tmp_path / "c.npy.txt").unlink()
+    np.save(tmp_path / "c.npy", np.zeros((2, 8), np.float32))
+    assert alae_here("decode", "--model", str(files / "alae.pt"), str(tmp_path / "c.npy"),
+                     "--outdir", str(tmp_path / "plain")).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["code0000.png",
+                                                                      "code0001.png"]
+
+
+def test_decode_refuses_codes_of_another_width(files, tmp_path):
+    np.save(tmp_path / "c.npy", np.zeros((3, 5), np.float32))
+    out = alae_here("decode", "--model", str(files / "alae.pt"), str(tmp_path / "c.npy"),
+                    "--outdir", str(tmp_path / "dec"))
+    one_line_error(out, "c.npy: codes are 5-d", "alae.pt's W is 8-d")
+    assert not (tmp_path / "dec").exists()
