@@ -75,7 +75,7 @@ def generate(model_path: str, seeds: str | None, outdir: str | None, grid_path: 
     """Generate one image per seed into --outdir and/or a grid (--grid, or OUT: the old form
     `alae generate -n 64 --seed 0 OUT`, which is seeds 0-63)."""
     from alae.figures import psi_label, snapshot_grid, to_uint8
-    from alae.images import image_format, save_image, to_image
+    from alae.images import image_names, save_image, to_image
     from alae.progress import progress_bar
     from alae.sampling import generate_seeds, parse_seeds, seed_image_name
 
@@ -86,8 +86,7 @@ def generate(model_path: str, seeds: str | None, outdir: str | None, grid_path: 
         raise UserError("nothing to write: give --outdir DIR and/or --grid FILE")
     if seeds is not None and (count, seed) != (None, None):
         raise UserError(f"--seeds {seeds}: -n and --seed are the old form of --seeds; give one")
-    if grid_path is not None:
-        image_format(grid_path)
+    image_names(grid_path)
     first = seed or 0
     wanted = parse_seeds(seeds) if seeds is not None else list(range(first, first + (count or 64)))
     model, _ = _load(model_path, device)
@@ -232,6 +231,27 @@ def fid(path_a: str, path_b: str, features: str, featurenet: str, dims: int, bat
 
 
 # --- using a trained model on one's own images -----------------------------------------------
+def view_options(fn):
+    """--compare FILE and --scale N, for the commands that turn images into images."""
+    fn = click.option("--scale", default=1, show_default=True, type=click.IntRange(min=1),
+                      help="enlarge every written image N times (nearest neighbour)")(fn)
+    return click.option("--compare", type=click.Path(dir_okay=False),
+                        help="also write a sheet of the inputs above the outputs, labelled; "
+                             "the suffix names the format")(fn)
+
+
+def _compare(path: str | None, inputs: torch.Tensor, outputs: torch.Tensor, labels: tuple[str, str],
+             scale: int) -> str:
+    """Write the --compare sheet if asked; the words that say so in the command's message."""
+    from alae.figures import compare_sheet
+    from alae.images import save_image
+
+    if path is None:
+        return ""
+    save_image(compare_sheet(inputs, outputs, *labels), path, scale)
+    return f", inputs and outputs side by side in {path}"
+
+
 def _model_and_images(model_path: str, device: str, files: list[Path]
                       ) -> tuple[ALAE, torch.Tensor]:
     from alae.images import load_images
@@ -268,13 +288,16 @@ def encode(model_path: str, images: tuple[str, ...], out: str, device: str) -> N
 @model_option
 @click.argument("images", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@view_options
 @device_option
 @exits_cleanly
-def reconstruct(model_path: str, images: tuple[str, ...], out: str, device: str) -> None:
+def reconstruct(model_path: str, images: tuple[str, ...], out: str, compare: str | None,
+                scale: int, device: str) -> None:
     """Write G(E(x)) of each of IMAGES to OUT at the model's resolution, as PNG: a file given as
     OUT/<name>.png, a folder's images as OUT/<path inside the folder>.png."""
-    from alae.images import expand, output_paths, save_image, to_image
+    from alae.images import expand, image_names, output_paths, save_image, to_image
 
+    image_names(compare)
     found = expand(images)
     outs = output_paths(found, out, ".png")
     model, x = _model_and_images(model_path, device, [path for path, _ in found])
@@ -282,8 +305,9 @@ def reconstruct(model_path: str, images: tuple[str, ...], out: str, device: str)
     with torch.no_grad():
         rec = model.reconstruct(x)
     for path, r in zip(outs, rec):
-        save_image(to_image(r), path)
-    click.echo(f"reconstructed {len(outs)} images into {out}")
+        save_image(to_image(r), path, scale)
+    said = _compare(compare, x, rec, ("x", "G(E(x))"), scale)
+    click.echo(f"reconstructed {len(outs)} images into {out}{said}")
 
 
 @main.command()
@@ -319,23 +343,25 @@ def decode(model_path: str, codes_path: str, outdir: str, noise: str, batch_size
 @click.argument("image_b", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--steps", default=8, show_default=True, type=click.IntRange(min=2))
+@view_options
 @device_option
 @exits_cleanly
 def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: int,
-                device: str) -> None:
+                compare: str | None, scale: int, device: str) -> None:
     """Decode E(A)..E(B) linearly interpolated in W, in one row: A, the steps, B; OUT's suffix
     names the format."""
     from alae.figures import grid, lerp_codes
-    from alae.images import image_format, save_image
+    from alae.images import image_names, save_image
 
-    image_format(out)
+    image_names(out, compare)
     model, x = _model_and_images(model_path, device, [Path(image_a), Path(image_b)])
     torch.manual_seed(0)
     with torch.no_grad():
         wa, wb = model.encode(x)
-        row = torch.cat([x[:1], model.decode(lerp_codes(wa, wb, steps)), x[1:]])
-    save_image(grid([row], ["A ... B"]), out)
-    click.echo(f"wrote {steps} interpolation steps to {out}")
+        decoded = model.decode(lerp_codes(wa, wb, steps))
+    save_image(grid([torch.cat([x[:1], decoded, x[1:]])], ["A ... B"]), out, scale)
+    said = _compare(compare, x, decoded, ("A, B", "E(A) ... E(B)"), scale)
+    click.echo(f"wrote {steps} interpolation steps to {out}{said}")
 
 
 @main.command()
@@ -347,15 +373,17 @@ def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: in
               help="which of SOURCE's styles replace DEST's: coarse 4-8 px, middle 16-32 px, fine "
                    "64 px and up; a 32x32 model's are 4-8 / 16 / 32 px, a 16x16 model's "
                    "4 / 8 / 16 px (8x8 and smaller: no middle)")
+@view_options
 @device_option
 @exits_cleanly
-def mix(model_path: str, source: str, dest: str, out: str, styles: str, device: str) -> None:
+def mix(model_path: str, source: str, dest: str, out: str, styles: str, compare: str | None,
+        scale: int, device: str) -> None:
     """DEST with SOURCE's coarse, middle or fine styles (StyleALAE only); OUT's suffix names the
     format."""
     from alae.figures import mix_styles, slot_resolutions, style_ranges
-    from alae.images import image_format, save_image, to_image
+    from alae.images import image_names, save_image, to_image
 
-    image_format(out)
+    image_names(out, compare)
     model, x = _model_and_images(model_path, device, [Path(source), Path(dest)])
     if not model.progressive:
         raise UserError(f"{model_path}: style mixing needs a StyleALAE (model.kind: style)")
@@ -368,10 +396,11 @@ def mix(model_path: str, source: str, dest: str, out: str, styles: str, device: 
     with torch.no_grad():
         w = model.encode(x)
         mixed = model.decode(mix_styles(model, w[1:], w[:1], slots))
-    save_image(to_image(mixed[0]), out)
+    save_image(to_image(mixed[0]), out, scale)
+    said = _compare(compare, x, mixed, ("source, dest", f"{styles} mixed"), scale)
     click.echo(f"wrote {dest} with the {styles} styles of {source} "
                f"({slot_resolutions(model, slots)}: style slots {slots.start}-{slots.stop - 1}) "
-               f"to {out}")
+               f"to {out}{said}")
 
 
 if __name__ == "__main__":

@@ -101,11 +101,19 @@ def psi_label(psi: float | None) -> str:
 def reconstructions_figure(model: ALAE, shards_dir: str | Path, cfg: FiguresConfig) -> Image.Image:
     real = _test_images(model, shards_dir, cfg.pairs * cfg.columns)
     torch.manual_seed(cfg.seed)
-    rec = model.reconstruct(real)
+    return compare_sheet(real, model.reconstruct(real), "test x", "G(E(x))", cfg.columns)
+
+
+def compare_sheet(inputs: torch.Tensor, outputs: torch.Tensor, input_label: str,
+                  output_label: str, columns: int = 8) -> Image.Image:
+    """Inputs above outputs, `columns` at a time: a row of inputs, then the outputs' row."""
     rows, labels = [], []
-    for x, r in zip(_rows(real, cfg.columns), _rows(rec, cfg.columns)):
-        rows += [x, r]
-        labels += ["test x", "G(E(x))"]
+    ins, outs = _rows(inputs, columns), _rows(outputs, columns)
+    for i in range(max(len(ins), len(outs))):
+        for part, label in ((ins, input_label), (outs, output_label)):
+            if i < len(part):
+                rows.append(part[i])
+                labels.append(label)
     return grid(rows, labels)
 
 

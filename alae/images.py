@@ -85,14 +85,24 @@ def image_format(path: str | Path) -> str:
     return fmt
 
 
+def image_names(*paths: str | Path | None) -> None:
+    """`image_format` of each output file that is asked for (None: not asked for)."""
+    for path in paths:
+        if path is not None:
+            image_format(path)
+
+
 def to_image(x: torch.Tensor) -> Image.Image:
     """One image (C, H, W) in [-1, 1] as a grayscale or RGB picture."""
     a = to_uint8(x[None])[0]
     return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
 
 
-def save_image(image: Image.Image, path: str | Path) -> None:
-    """Written atomically, in the format the suffix names (x.jpg is a JPEG)."""
+def save_image(image: Image.Image, path: str | Path, scale: int = 1) -> None:
+    """Written atomically, in the format the suffix names (x.jpg is a JPEG), `scale` times
+    larger (nearest neighbour: a 32-px image is unreadable at 1x, and stays sharp)."""
     fmt = image_format(path)
+    if scale != 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     with atomic_open(path, "wb") as f:
         image.save(f, format=fmt)

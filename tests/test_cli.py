@@ -14,6 +14,7 @@ from alae.cli import main
 from alae.config import parse_params
 from alae.errors import CheckpointError, UserError
 from alae.featurenet import Featurenet, save_featurenet
+from alae.figures import LABEL_WIDTH, PAD
 from alae.images import load_images, to_image
 from alae.nn import build_model
 from alae.sampling import parse_seeds
@@ -338,3 +339,49 @@ def test_decode_refuses_codes_of_another_width(files, tmp_path):
                     "--outdir", str(tmp_path / "dec"))
     one_line_error(out, "c.npy: codes are 5-d", "alae.pt's W is 8-d")
     assert not (tmp_path / "dec").exists()
+
+
+# --- --compare and --scale for reconstruct, interpolate, mix ------------------------------------
+@pytest.mark.parametrize("name, written, size", [("reconstruct", "rec/a.png", (96, 96)),
+                                                 ("mix", "mix.png", (96, 96)),
+                                                 ("interpolate", "interpolate.png", None)])
+def test_scale_enlarges_every_written_image_by_nearest_neighbour(files, tmp_path, name, written,
+                                                                 size):
+    one = alae_here(*model_command(name, files, tmp_path / "x1"))
+    three = alae_here(*model_command(name, files, tmp_path / "x3", "--scale", "3"))
+    assert one.exit_code == 0 and three.exit_code == 0, one.output + three.output
+    small, big = pixels(tmp_path / "x1" / written), pixels(tmp_path / "x3" / written)
+    assert size is None or big.shape[:2] == size
+    assert (big == small.repeat(3, axis=0).repeat(3, axis=1)).all()
+
+
+@pytest.mark.parametrize("name, inputs, outputs", [("reconstruct", 1, 1), ("mix", 2, 1),
+                                                   ("interpolate", 2, 8)])
+def test_compare_writes_inputs_above_outputs(files, tmp_path, name, inputs, outputs):
+    out = alae_here(*model_command(name, files, tmp_path, "--compare", str(tmp_path / "c.png"),
+                                   "--scale", "2"))
+    assert out.exit_code == 0 and "side by side in" in out.output, out.output
+    sheet = pixels(tmp_path / "c.png")
+    tile = 32 * 2  # the grid's own 2x; then all of it --scale 2
+    assert sheet.shape[0] == 2 * (2 * (tile + PAD) + PAD)  # two rows: inputs, outputs
+    assert sheet.shape[1] == 2 * (LABEL_WIDTH + max(inputs, outputs) * (tile + PAD) + PAD)
+
+
+@pytest.mark.parametrize("name", ["reconstruct", "interpolate", "mix"])
+def test_compare_with_an_unknown_suffix_is_refused_before_any_work(files, tmp_path, name):
+    out = alae_here(*model_command(name, files, tmp_path, "--compare", str(tmp_path / "c.xyz")))
+    one_line_error(out, "c.xyz: not an image file name")
+    assert not any(tmp_path.iterdir())
+
+
+def test_compare_sheet_holds_the_input_above_its_reconstruction(files, tmp_path):
+    out = alae_here(*model_command("reconstruct", files, tmp_path, "--compare",
+                                   str(tmp_path / "c.png")))
+    assert out.exit_code == 0, out.output
+    sheet = pixels(tmp_path / "c.png")[..., 0]  # grayscale tiles on an RGB sheet
+    x = np.asarray(to_image(load_images([files / "imgs/a.png"], 32, 1)[0]), dtype=np.int16)
+    left, top = LABEL_WIDTH + PAD, PAD
+    assert (sheet[top:top + 64, left:left + 64] == x.repeat(2, 0).repeat(2, 1)).all()
+    rec = pixels(tmp_path / "rec/a.png")
+    top += 64 + PAD
+    assert (sheet[top:top + 64, left:left + 64] == rec.repeat(2, 0).repeat(2, 1)).all()
