@@ -252,12 +252,30 @@ def _compare(path: str | None, inputs: torch.Tensor, outputs: torch.Tensor, labe
     return f", inputs and outputs side by side in {path}"
 
 
-def _model_and_images(model_path: str, device: str, files: list[Path]
-                      ) -> tuple[ALAE, torch.Tensor]:
-    from alae.images import load_images
+convert_option = click.option("--convert", type=click.Choice(["gray", "rgb"]),
+                              help="convert the images to grayscale or RGB, the model's kind; "
+                                   "without it a colour image for a grayscale model is refused "
+                                   "(a folder's is passed over and named)")
+
+
+def _model_and_images(model_path: str, device: str, files: list[Path], convert: str | None,
+                      given: tuple[str, ...] | None = None
+                      ) -> tuple[ALAE, torch.Tensor, list[int], str]:
+    """The model, the images it takes, which of `files` they are, and a note for the command's
+    message. Files found inside the folders among `given` (the command's arguments) that are
+    refused are passed over, each named on stderr; a refused file named itself stops the
+    command, as does every refused file when `given` is None."""
+    from alae.images import load_usable
 
     model, where = _load(model_path, device)
-    return model, load_images(files, model.resolution, model.channels).to(where)
+    in_folders = set(files) - {Path(p) for p in given} if given is not None else set()
+    loaded = load_usable(files, model.resolution, model.channels, convert, in_folders)
+    for line in loaded.refused:
+        click.echo(f"skipped: {line}", err=True)
+    notes = [f"--convert {convert}: {loaded.converted} converted"] if convert else []
+    notes += [f"{len(loaded.refused)} refused images skipped"] if loaded.refused else []
+    note = f" ({'; '.join(notes)})" if notes else ""
+    return model, loaded.images.to(where), loaded.kept, note
 
 
 @main.command()
@@ -265,23 +283,27 @@ def _model_and_images(model_path: str, device: str, files: list[Path]
 @click.argument("images", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="codes file (.npy, one w per image); the file names go to OUT.txt")
+@convert_option
 @device_option
 @exits_cleanly
-def encode(model_path: str, images: tuple[str, ...], out: str, device: str) -> None:
+def encode(model_path: str, images: tuple[str, ...], out: str, convert: str | None,
+           device: str) -> None:
     """Encode IMAGES (files or folders) into W: one code per image."""
     import numpy as np
 
     from alae.images import expand
 
     files = [path for path, _ in expand(images)]
-    model, x = _model_and_images(model_path, device, files)
+    model, x, kept, note = _model_and_images(model_path, device, files, convert, images)
+    files = [files[i] for i in kept]
     with torch.no_grad():
         w = model.encode(x).cpu().numpy()
     with atomic_open(out, "wb") as f:
         np.save(f, w)
     with atomic_open(str(out) + ".txt", "w") as f:
         f.write("".join(f"{p}\n" for p in files))
-    click.echo(f"encoded {len(files)} images to {out} ({w.shape[1]}-d), names in {out}.txt")
+    click.echo(f"encoded {len(files)} images to {out} ({w.shape[1]}-d), names in {out}.txt"
+               f"{note}")
 
 
 @main.command()
@@ -289,10 +311,11 @@ def encode(model_path: str, images: tuple[str, ...], out: str, device: str) -> N
 @click.argument("images", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
 @view_options
+@convert_option
 @device_option
 @exits_cleanly
 def reconstruct(model_path: str, images: tuple[str, ...], out: str, compare: str | None,
-                scale: int, device: str) -> None:
+                scale: int, convert: str | None, device: str) -> None:
     """Write G(E(x)) of each of IMAGES to OUT at the model's resolution, as PNG: a file given as
     OUT/<name>.png, a folder's images as OUT/<path inside the folder>.png."""
     from alae.images import expand, image_names, output_paths, save_image, to_image
@@ -300,14 +323,16 @@ def reconstruct(model_path: str, images: tuple[str, ...], out: str, compare: str
     image_names(compare)
     found = expand(images)
     outs = output_paths(found, out, ".png")
-    model, x = _model_and_images(model_path, device, [path for path, _ in found])
+    model, x, kept, note = _model_and_images(model_path, device, [path for path, _ in found],
+                                             convert, images)
+    outs = [outs[i] for i in kept]
     torch.manual_seed(0)
     with torch.no_grad():
         rec = model.reconstruct(x)
     for path, r in zip(outs, rec):
         save_image(to_image(r), path, scale)
     said = _compare(compare, x, rec, ("x", "G(E(x))"), scale)
-    click.echo(f"reconstructed {len(outs)} images into {out}{said}")
+    click.echo(f"reconstructed {len(outs)} images into {out}{said}{note}")
 
 
 @main.command()
@@ -344,24 +369,26 @@ def decode(model_path: str, codes_path: str, outdir: str, noise: str, batch_size
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--steps", default=8, show_default=True, type=click.IntRange(min=2))
 @view_options
+@convert_option
 @device_option
 @exits_cleanly
 def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: int,
-                compare: str | None, scale: int, device: str) -> None:
+                compare: str | None, scale: int, convert: str | None, device: str) -> None:
     """Decode E(A)..E(B) linearly interpolated in W, in one row: A, the steps, B; OUT's suffix
     names the format."""
     from alae.figures import grid, lerp_codes
     from alae.images import image_names, save_image
 
     image_names(out, compare)
-    model, x = _model_and_images(model_path, device, [Path(image_a), Path(image_b)])
+    model, x, _, note = _model_and_images(model_path, device, [Path(image_a), Path(image_b)],
+                                          convert)
     torch.manual_seed(0)
     with torch.no_grad():
         wa, wb = model.encode(x)
         decoded = model.decode(lerp_codes(wa, wb, steps))
     save_image(grid([torch.cat([x[:1], decoded, x[1:]])], ["A ... B"]), out, scale)
     said = _compare(compare, x, decoded, ("A, B", "E(A) ... E(B)"), scale)
-    click.echo(f"wrote {steps} interpolation steps to {out}{said}")
+    click.echo(f"wrote {steps} interpolation steps to {out}{said}{note}")
 
 
 @main.command()
@@ -374,17 +401,18 @@ def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: in
                    "64 px and up; a 32x32 model's are 4-8 / 16 / 32 px, a 16x16 model's "
                    "4 / 8 / 16 px (8x8 and smaller: no middle)")
 @view_options
+@convert_option
 @device_option
 @exits_cleanly
 def mix(model_path: str, source: str, dest: str, out: str, styles: str, compare: str | None,
-        scale: int, device: str) -> None:
+        scale: int, convert: str | None, device: str) -> None:
     """DEST with SOURCE's coarse, middle or fine styles (StyleALAE only); OUT's suffix names the
     format."""
     from alae.figures import mix_styles, slot_resolutions, style_ranges
     from alae.images import image_names, save_image, to_image
 
     image_names(out, compare)
-    model, x = _model_and_images(model_path, device, [Path(source), Path(dest)])
+    model, x, _, note = _model_and_images(model_path, device, [Path(source), Path(dest)], convert)
     if not model.progressive:
         raise UserError(f"{model_path}: style mixing needs a StyleALAE (model.kind: style)")
     ranges = style_ranges(model)
@@ -400,7 +428,7 @@ def mix(model_path: str, source: str, dest: str, out: str, styles: str, compare:
     said = _compare(compare, x, mixed, ("source, dest", f"{styles} mixed"), scale)
     click.echo(f"wrote {dest} with the {styles} styles of {source} "
                f"({slot_resolutions(model, slots)}: style slots {slots.start}-{slots.stop - 1}) "
-               f"to {out}{said}")
+               f"to {out}{said}{note}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The `alae` command on one's own image files."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -385,3 +386,72 @@ def test_compare_sheet_holds_the_input_above_its_reconstruction(files, tmp_path)
     rec = pixels(tmp_path / "rec/a.png")
     top += 64 + PAD
     assert (sheet[top:top + 64, left:left + 64] == rec.repeat(2, 0).repeat(2, 1)).all()
+
+
+# --- --convert gray|rgb, and a folder's refused images passed over -----------------------------
+@pytest.fixture
+def mixed_folder(files, tmp_path):
+    """Two grayscale images, a colour one and a broken one, in one folder."""
+    folder = tmp_path / "mixed"
+    shutil.copytree(files / "imgs", folder)
+    shutil.copy(files / "colour.png", folder / "c.png")
+    shutil.copy(files / "junk.png", folder / "junk.png")
+    return folder
+
+
+def test_a_folder_passes_over_refused_images_and_names_them(files, tmp_path, mixed_folder):
+    out = alae_here("encode", "--model", str(files / "alae.pt"), str(mixed_folder), "--out",
+                    str(tmp_path / "c.npy"))
+    assert out.exit_code == 0 and "(2 refused images skipped)" in out.output, out.output
+    skipped = out.stderr.strip().splitlines()
+    assert len(skipped) == 2 and "c.png: colour image" in skipped[0], skipped
+    assert "junk.png: unreadable image" in skipped[1]
+    assert np.load(tmp_path / "c.npy").shape == (2, 8)
+    assert [Path(n).name for n in (tmp_path / "c.npy.txt").read_text().split()] == ["a.png",
+                                                                                    "b.jpg"]
+    rec = alae_here("reconstruct", "--model", str(files / "alae.pt"), str(mixed_folder), "--out",
+                    str(tmp_path / "rec"))
+    assert rec.exit_code == 0 and "reconstructed 2 images" in rec.output, rec.output
+    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == ["a.png", "b.png"]
+
+
+def test_a_folder_with_no_usable_image_is_one_line(files, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    shutil.copy(files / "colour.png", folder / "c.png")
+    shutil.copy(files / "junk.png", folder / "junk.png")
+    out = alae_here("reconstruct", "--model", str(files / "alae.pt"), str(folder), "--out",
+                    str(tmp_path / "rec"))
+    one_line_error(out, "no usable image among 2", "c.png: colour image", "(and 1 more)")
+    assert not (tmp_path / "rec").exists()
+
+
+@pytest.mark.parametrize("name", ["encode", "reconstruct", "interpolate", "mix"])
+def test_convert_gray_takes_a_colour_image_and_says_so(files, tmp_path, name):
+    args = model_command(name, files, tmp_path, "--convert", "gray")
+    args = [str(files / "colour.png") if a.endswith("imgs/a.png") else a for a in args]
+    out = alae_here(*args)
+    assert out.exit_code == 0 and "(--convert gray: 1 converted)" in out.output, out.output
+    refused = alae_here(*(a for a in args if a not in ("--convert", "gray")))
+    one_line_error(refused, "colour.png: colour image", "--convert gray")
+
+
+def test_convert_gray_is_pil_grayscale(files, tmp_path):
+    alae_here("encode", "--model", str(files / "alae.pt"), "--convert", "gray", "--out",
+              str(tmp_path / "c.npy"), str(files / "colour.png"))
+    Image.open(files / "colour.png").convert("L").save(tmp_path / "gray.png")
+    model, _, _ = load_model(files / "alae.pt")
+    with torch.no_grad():
+        w = model.encode(load_images([tmp_path / "gray.png"], 32, 1))
+    assert np.allclose(np.load(tmp_path / "c.npy"), w.numpy(), atol=1e-5)
+
+
+def test_convert_to_what_the_model_does_not_take_is_one_line(files, tmp_path):
+    out = alae_here(*model_command("encode", files, tmp_path, "--convert", "rgb"))
+    one_line_error(out, "--convert rgb: the model takes 1-channel images")
+    params = parse_params(STYLE)
+    save_model(tmp_path / "rgb.pt", build_model(params.model, channels=3, resolution=8), params,
+               meta={})
+    out = alae_here("encode", "--model", str(tmp_path / "rgb.pt"), "--convert", "rgb", "--out",
+                    str(tmp_path / "c.npy"), str(files / "imgs"))
+    assert out.exit_code == 0 and "(--convert rgb: 2 converted)" in out.output, out.output
