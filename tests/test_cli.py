@@ -57,6 +57,7 @@ def files(tmp_path_factory):
     Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(imgs / "b.jpg")
     Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / "colour.png")
     (root / "junk.png").write_bytes(b"not an image")
+    np.save(root / "codes.npy", np.zeros((2, 8), np.float32))
     return root
 
 
@@ -115,7 +116,7 @@ def test_device_auto_is_the_default_and_accepted(files, tmp_path):
     assert out.exit_code == 0, out.output
 
 
-MODEL_COMMANDS = ("generate", "encode", "reconstruct", "interpolate", "mix")
+MODEL_COMMANDS = ("generate", "encode", "decode", "reconstruct", "interpolate", "mix")
 
 
 def model_command(name: str, files: Path, out: Path, *options: str, suffix: str = ".png"
@@ -125,7 +126,8 @@ def model_command(name: str, files: Path, out: Path, *options: str, suffix: str 
     image = str(out / f"{name}{suffix}")
     args = {"generate": ["-n", "4", image], "encode": ["--out", str(out / "c.npy"), a],
             "reconstruct": ["--out", str(out / "rec"), a], "interpolate": [a, b, image],
-            "mix": ["--styles", "coarse", a, b, image]}[name]
+            "mix": ["--styles", "coarse", a, b, image],
+            "decode": [str(files / "codes.npy"), "--outdir", str(out / "dec")]}[name]
     return [name, "--model", str(files / "alae.pt"), *options, *args]
 
 
