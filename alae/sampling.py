@@ -14,6 +14,7 @@ from alae.errors import UserError
 from alae.nn import ALAE
 
 MAX_SEED = 2 ** 32 - 1  # numpy's RandomState range, as stylegan2-ada's seeds
+MAX_COUNT = 10 ** 7
 NOISE_MODES = ("const", "random")
 
 
@@ -30,6 +31,8 @@ def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
         if lo > hi or hi > MAX_SEED:
             raise UserError(f"{option} {text!r}: {part.strip()!r} is not a range of seeds "
                             f"from 0 to {MAX_SEED}")
+        if len(seeds) + hi - lo >= MAX_COUNT:  # a typo must not fill the memory
+            raise UserError(f"{option} {text!r}: more than {MAX_COUNT} seeds at once")
         seeds.update(dict.fromkeys(range(lo, hi + 1)))
     return list(seeds)
 

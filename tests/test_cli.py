@@ -18,6 +18,7 @@ from alae.featurenet import Featurenet, save_featurenet
 from alae.figures import LABEL_WIDTH, PAD
 from alae.images import load_images, to_image
 from alae.nn import build_model
+import alae.sampling as sampling
 from alae.sampling import parse_seeds
 
 STYLE = {"model": {"kind": "style", "latent": 8, "mapping_layers": 2, "start_channels": 4,
@@ -255,10 +256,12 @@ def generated(model: Path, out: Path, *options: str) -> dict[str, np.ndarray]:
     return {p.name: pixels(p) for p in sorted(out.iterdir())}
 
 
-def test_parse_seeds():
+def test_parse_seeds(monkeypatch):
     assert parse_seeds("0-3,10,20-22") == [0, 1, 2, 3, 10, 20, 21, 22]
     assert parse_seeds("5, 2-3, 5") == [5, 2, 3]
-    for bad in ("3-1", "a", "1,,2", "-1"):
+    monkeypatch.setattr(sampling, "MAX_COUNT", 10)
+    assert len(parse_seeds("0,1-9")) == 10
+    for bad in ("3-1", "a", "1,,2", "-1", "0,1-10", f"0-{2 ** 32}"):
         with pytest.raises(UserError, match=f"--seeds '{bad}'"):
             parse_seeds(bad)
 
