@@ -297,6 +297,9 @@ def test_generated_folder_feeds_alae_fid(files, tmp_path):
     out = alae_here("fid", str(tmp_path / "s"), str(tmp_path / "s.npz"), "--save-stats",
                     "--featurenet", str(tmp_path / "fn.pt"), "--device", "cpu")
     assert out.exit_code == 0 and "saved statistics of 12 images" in out.output, out.output
+    out = alae_here("fid", str(tmp_path / "s"), str(tmp_path / "s.npz"), "--features",
+                    "classifier", "--featurenet", str(tmp_path / "fn.pt"), "--device", "cpu")
+    assert out.exit_code == 0 and abs(float(out.stdout.split()[1])) < 1e-3, out.output
 
 
 def test_generate_grid_and_the_old_form(files, tmp_path):
