@@ -85,7 +85,8 @@ def load_usable(paths: Sequence[Path], resolution: int, channels: int,
                                 "(grayscale) images (--convert gray converts it)")
             img = load_image(path, resolution, channels)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, UserError) as e:
-            why = str(e) if isinstance(e, UserError) else f"{path}: unreadable image ({type(e).__name__})"
+            why = (str(e) if isinstance(e, UserError)
+                   else f"{path}: unreadable image ({type(e).__name__})")
             if path not in optional:
                 raise UserError(why) from None
             refused.append(why)

@@ -76,7 +76,8 @@ def read_codes(path: str | Path) -> tuple[np.ndarray, list[str]]:
         return codes, [f"code{i:04d}" for i in range(len(codes))]
     names = listing.read_text().splitlines()
     if len(names) != len(codes):
-        raise UserError(f"{listing}: names {len(names)} images, but {path} holds {len(codes)} codes")
+        raise UserError(f"{listing}: names {len(names)} images, but {path} holds {len(codes)} "
+                        "codes")
     return codes, names
 
 

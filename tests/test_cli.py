@@ -347,6 +347,10 @@ def test_decode_refuses_codes_of_another_width(files, tmp_path):
     out = alae_here("decode", "--model", str(files / "alae.pt"), str(tmp_path / "c.npy"),
                     "--outdir", str(tmp_path / "dec"))
     one_line_error(out, "c.npy: codes are 5-d", "alae.pt's W is 8-d")
+    (tmp_path / "c.npy.txt").write_text("a.png\n")
+    out = alae_here("decode", "--model", str(files / "alae.pt"), str(tmp_path / "c.npy"),
+                    "--outdir", str(tmp_path / "dec"))
+    one_line_error(out, "c.npy.txt: names 1 images", "holds 3 codes")
     assert not (tmp_path / "dec").exists()
 
 
