@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from alae.errors import UserError
 from alae.nn import ALAE
+from alae.nn.layers import Noise
 
 MAX_SEED = 2 ** 32 - 1  # numpy's RandomState range, as stylegan2-ada's seeds
 MAX_COUNT = 10 ** 7
@@ -45,20 +46,29 @@ def seed_image_name(seed: int) -> str:
 def generate_seeds(model: ALAE, seeds: list[int], psi: Optional[float] = None,
                    cutoff: Optional[int] = None, noise: str = "random", batch_size: int = 64
                    ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """(seeds, images in [-1, 1]) per batch. Each seed's generator draws its z, then (noise
-    `random`) its image's noise; `const` switches G's noise off."""
+    """(seeds, images in [-1, 1]) per batch. Each seed's generator draws its z (on the CPU:
+    the same z on every device); `const` switches G's noise off."""
     device = next(model.parameters()).device
     for i in range(0, len(seeds), batch_size):
         batch = seeds[i:i + batch_size]
-        gens = [torch.Generator().manual_seed(s) for s in batch]
-        z = torch.cat([torch.randn(1, model.latent, generator=g) for g in gens]).to(device)
-        yield batch, model.generate(z, psi=psi, cutoff=cutoff, noise=_noise(noise, gens))
+        z = torch.cat([torch.randn(1, model.latent, generator=torch.Generator().manual_seed(s))
+                       for s in batch]).to(device)
+        yield batch, _with_noise(lambda x, n: model.generate(x, psi=psi, cutoff=cutoff, noise=n),
+                                 z, batch, noise)
 
 
-def _noise(mode: str, gens: list[torch.Generator]):
+def _with_noise(g: Callable[[torch.Tensor, Noise], torch.Tensor], x: torch.Tensor,
+                seeds: list[int], mode: str) -> torch.Tensor:
+    """g(x, noise) for a batch: without noise (`const`) at once; with noise (`random`) image by
+    image, each drawing its noise from a generator on x's device seeded by its seed (past the
+    seeds' range, so that noise and z are not the same numbers). One call for the batch cannot
+    give each image its own generator (alae.nn's `Noise` takes one for all)."""
     if mode not in NOISE_MODES:
         raise UserError(f"--noise {mode!r}: not one of {', '.join(NOISE_MODES)}")
-    return gens if mode == "random" else False
+    if mode == "const":
+        return g(x, False)
+    return torch.cat([g(x[k:k + 1], torch.Generator(x.device).manual_seed(MAX_SEED + 1 + s))
+                      for k, s in enumerate(seeds)])
 
 
 def read_codes(path: str | Path) -> tuple[np.ndarray, list[str]]:
@@ -85,9 +95,9 @@ def read_codes(path: str | Path) -> tuple[np.ndarray, list[str]]:
 def decode_codes(model: ALAE, codes: np.ndarray, noise: str = "random", batch_size: int = 64
                  ) -> Iterator[tuple[int, torch.Tensor]]:
     """(index of the batch's first code, G(w)) per batch; code i's noise is drawn from a
-    generator seeded with i."""
+    generator seeded by i."""
     device = next(model.parameters()).device
     for i in range(0, len(codes), batch_size):
         w = torch.from_numpy(codes[i:i + batch_size]).float().to(device)
-        gens = [torch.Generator().manual_seed(i + k) for k in range(len(w))]
-        yield i, model.decode(w, noise=_noise(noise, gens))
+        yield i, _with_noise(lambda x, n: model.decode(x, noise=n), w,
+                             list(range(i, i + len(w))), noise)

@@ -7,7 +7,7 @@ down (F and D use 0.1) without a custom optimizer.
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +17,8 @@ from alae.distributed import global_randn
 
 # G's per-pixel noise: True draws it from the global RNG (training: this rank's slice of the
 # global batch's draw), a generator draws it from that generator alone (samples watched during
-# training, which must not move the training's stream), a sequence of CPU generators draws each
-# image's noise from its own (`alae generate`: an image does not depend on its batch), False adds
-# none.
-Noise = Union[bool, torch.Generator, Sequence[torch.Generator]]
+# training, which must not move the training's stream), False adds none.
+Noise = Union[bool, torch.Generator]
 
 
 class EqualLinear(nn.Module):
@@ -139,9 +137,6 @@ class NoiseInjection(nn.Module):
         shape = (x.shape[0], 1, x.shape[2], x.shape[3])
         if isinstance(noise, torch.Generator):
             n = torch.randn(shape, generator=noise, device=x.device, dtype=x.dtype)
-        elif isinstance(noise, Sequence):
-            n = torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in noise])
-            n = n.to(x.device, x.dtype)
         else:  # this rank's slice of the global batch's noise (one process: the whole draw)
             n = global_randn(*shape, device=x.device, dtype=x.dtype)
         return x + self.weight.view(1, -1, 1, 1) * n
