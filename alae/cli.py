@@ -74,7 +74,7 @@ def generate(model_path: str, seeds: str | None, outdir: str | None, grid_path: 
              count: int | None, seed: int | None, device: str, out: str | None) -> None:
     """Generate one image per seed into --outdir and/or a grid (--grid, or OUT: the old form
     `alae generate -n 64 --seed 0 OUT`, which is seeds 0-63)."""
-    from alae.figures import psi_label, snapshot_grid, to_uint8
+    from alae.figures import snapshot_grid, to_uint8
     from alae.images import image_names, save_image, to_image
     from alae.progress import progress_bar
     from alae.sampling import generate_seeds, parse_seeds, seed_image_name
@@ -100,7 +100,8 @@ def generate(model_path: str, seeds: str | None, outdir: str | None, grid_path: 
                 kept.append(torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2))
             bar.update(len(batch))
     if grid_path is not None:
-        save_image(snapshot_grid(torch.cat(kept), psi_label(psi), columns), grid_path)
+        label = f"psi {psi}" if psi is not None else "psi 1 (none)"  # as the figures stage's
+        save_image(snapshot_grid(torch.cat(kept), label, columns), grid_path)
     where = " and ".join(str(p) for p in (outdir, grid_path) if p is not None)
     click.echo(f"wrote {len(wanted)} samples (noise {noise}) to {where}")
 
@@ -243,8 +244,7 @@ def view_options(fn):
 def _compare(path: str | None, inputs: torch.Tensor, outputs: torch.Tensor, labels: tuple[str, str],
              scale: int) -> str:
     """Write the --compare sheet if asked; the words that say so in the command's message."""
-    from alae.figures import compare_sheet
-    from alae.images import save_image
+    from alae.images import compare_sheet, save_image
 
     if path is None:
         return ""

@@ -90,30 +90,19 @@ def samples_figure(model: ALAE, cfg: FiguresConfig, truncate: bool = True) -> Im
     torch.manual_seed(cfg.seed)  # the generator's per-pixel noise
     images = model.generate(_latents(model, cfg.samples, cfg.seed), psi=psi, cutoff=cfg.cutoff)
     rows = _rows(images, cfg.columns)
-    return grid(rows, [psi_label(psi) if i == 0 else "" for i in range(len(rows))])
-
-
-def psi_label(psi: float | None) -> str:
-    return f"psi {psi}" if psi is not None else "psi 1 (none)"
+    label = f"psi {psi}" if psi is not None else "psi 1 (none)"
+    return grid(rows, [label if i == 0 else "" for i in range(len(rows))])
 
 
 @torch.no_grad()
 def reconstructions_figure(model: ALAE, shards_dir: str | Path, cfg: FiguresConfig) -> Image.Image:
     real = _test_images(model, shards_dir, cfg.pairs * cfg.columns)
     torch.manual_seed(cfg.seed)
-    return compare_sheet(real, model.reconstruct(real), "test x", "G(E(x))", cfg.columns)
-
-
-def compare_sheet(inputs: torch.Tensor, outputs: torch.Tensor, input_label: str,
-                  output_label: str, columns: int = 8) -> Image.Image:
-    """Inputs above outputs, `columns` at a time: a row of inputs, then the outputs' row."""
+    rec = model.reconstruct(real)
     rows, labels = [], []
-    ins, outs = _rows(inputs, columns), _rows(outputs, columns)
-    for i in range(max(len(ins), len(outs))):
-        for part, label in ((ins, input_label), (outs, output_label)):
-            if i < len(part):
-                rows.append(part[i])
-                labels.append(label)
+    for x, r in zip(_rows(real, cfg.columns), _rows(rec, cfg.columns)):
+        rows += [x, r]
+        labels += ["test x", "G(E(x))"]
     return grid(rows, labels)
 
 

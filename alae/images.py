@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from alae.data.sources import load_image
 from alae.errors import UserError
-from alae.figures import to_uint8
+from alae.figures import grid, to_uint8
 from alae.io import atomic_open
 
 # What a folder's image files are, and what an output file may be called: PIL writes each of
@@ -123,6 +123,19 @@ def image_names(*paths: str | Path | None) -> None:
     for path in paths:
         if path is not None:
             image_format(path)
+
+
+def compare_sheet(inputs: torch.Tensor, outputs: torch.Tensor, input_label: str,
+                  output_label: str, columns: int = 8) -> Image.Image:
+    """Inputs above outputs, `columns` at a time: a row of inputs, then the outputs' row.
+    (Here, not in alae.figures: a change there is a change to the train stage's code.)"""
+    rows, labels = [], []
+    for i in range(0, max(len(inputs), len(outputs)), columns):
+        for part, label in ((inputs, input_label), (outputs, output_label)):
+            if i < len(part):
+                rows.append(part[i:i + columns])
+                labels.append(label)
+    return grid(rows, labels)
 
 
 def to_image(x: torch.Tensor) -> Image.Image:
