@@ -13,11 +13,10 @@ import yaml
 
 from alae import __version__
 from alae.checkpoint import load_model
-from alae.config import ConfigError, FiguresConfig, Params, parse_params
+from alae.config import ConfigError, Params, parse_params
 from alae.devices import NAMES as DEVICE_NAMES
 from alae.devices import resolve_device
-from alae.errors import exits_cleanly
-from alae.figures import samples_figure
+from alae.errors import UserError, exits_cleanly
 from alae.io import atomic_open
 from alae.nn import ALAE
 
@@ -33,6 +32,10 @@ def main() -> None:
 model_option = click.option("--model", "model_path", default="models/alae.pt", show_default=True,
                             type=click.Path(dir_okay=False),
                             help="model file written by the train stage")
+noise_option = click.option("--noise", default="random", show_default=True,
+                            type=click.Choice(["const", "random"]),
+                            help="G's per-pixel noise: const switches it off, random draws each "
+                                 "image's from its own seeded generator")
 device_option = click.option("--device", default="auto", show_default=True,
                              help=f"{DEVICE_NAMES}; auto is CUDA when there is one")
 
@@ -47,27 +50,60 @@ def _load(model_path: str, device: str) -> tuple[ALAE, torch.device]:
 
 @main.command()
 @model_option
-@click.option("-n", "count", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True)
-@click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--psi", default=None, type=click.FloatRange(0, 1),
+@click.option("--seeds", help="seeds, e.g. 0-99 or 0-3,10,20-22: one image each, its z drawn "
+                               "from a generator seeded with it alone")
+@click.option("--outdir", type=click.Path(file_okay=False),
+              help="write one PNG per seed, DIR/seed0000.png (a folder `alae fid` reads)")
+@click.option("--grid", "grid_path", type=click.Path(dir_okay=False),
+              help="write the seeds as one labelled grid; the suffix names the format")
+@click.option("--trunc", "--psi", "psi", default=None, type=click.FloatRange(0, 1),
               help="truncation towards the average w (default: none)")
 @click.option("--cutoff", default=8, show_default=True, type=click.IntRange(min=1),
               help="style slots the truncation applies to")
+@noise_option
+@click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("-n", "count", default=None, type=click.IntRange(min=1),
+              help="old form: seeds SEED .. SEED+N-1 (default 64)")
+@click.option("--seed", default=None, type=click.IntRange(min=0), help="old form: first seed")
 @device_option
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", required=False, type=click.Path(dir_okay=False))
 @exits_cleanly
-def generate(model_path: str, count: int, seed: int, columns: int, psi: float | None,
-             cutoff: int, device: str, out: str) -> None:
-    """Write a grid of COUNT generated images (fixed SEED) to OUT, in the format its suffix
-    names (.png, .jpg, .webp, ...)."""
-    from alae.images import image_format, save_image
+def generate(model_path: str, seeds: str | None, outdir: str | None, grid_path: str | None,
+             psi: float | None, cutoff: int, noise: str, columns: int, batch_size: int,
+             count: int | None, seed: int | None, device: str, out: str | None) -> None:
+    """Generate one image per seed into --outdir and/or a grid (--grid, or OUT: the old form
+    `alae generate -n 64 --seed 0 OUT`, which is seeds 0-63)."""
+    from alae.figures import snapshot_grid, to_uint8
+    from alae.images import image_names, save_image, to_image
+    from alae.progress import progress_bar
+    from alae.sampling import generate_seeds, parse_seeds, seed_image_name
 
-    image_format(out)
+    if out is not None and grid_path is not None:
+        raise UserError(f"OUT {out} and --grid {grid_path}: give one (OUT is the old --grid)")
+    grid_path = grid_path or out
+    if outdir is None and grid_path is None:
+        raise UserError("nothing to write: give --outdir DIR and/or --grid FILE")
+    if seeds is not None and (count, seed) != (None, None):
+        raise UserError(f"--seeds {seeds}: -n and --seed are the old form of --seeds; give one")
+    image_names(grid_path)
+    first = seed or 0
+    wanted = parse_seeds(seeds) if seeds is not None else list(range(first, first + (count or 64)))
     model, _ = _load(model_path, device)
-    cfg = FiguresConfig(seed=seed, samples=count, columns=columns, psi=psi, cutoff=cutoff)
-    save_image(samples_figure(model, cfg, truncate=psi is not None), out)
-    click.echo(f"wrote {count} samples to {out}")
+    kept = []  # the grid's images as uint8, which holds thousands of them
+    with progress_bar(total=len(wanted), desc="generate") as bar:
+        for batch, images in generate_seeds(model, wanted, psi, cutoff, noise, batch_size):
+            for s, x in zip(batch, images):
+                if outdir is not None:
+                    save_image(to_image(x), Path(outdir) / seed_image_name(s))
+            if grid_path is not None:
+                kept.append(torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2))
+            bar.update(len(batch))
+    if grid_path is not None:
+        label = f"psi {psi}" if psi is not None else "psi 1 (none)"  # as the figures stage's
+        save_image(snapshot_grid(torch.cat(kept), label, columns), grid_path)
+    where = " and ".join(str(p) for p in (outdir, grid_path) if p is not None)
+    click.echo(f"wrote {len(wanted)} samples (noise {noise}) to {where}")
 
 
 def preset_path(name: str, params_path: str | Path = "params.yaml") -> Path:
@@ -196,12 +232,50 @@ def fid(path_a: str, path_b: str, features: str, featurenet: str, dims: int, bat
 
 
 # --- using a trained model on one's own images -----------------------------------------------
-def _model_and_images(model_path: str, device: str, files: list[Path]
-                      ) -> tuple[ALAE, torch.Tensor]:
-    from alae.images import load_images
+def view_options(fn):
+    """--compare FILE and --scale N, for the commands that turn images into images."""
+    fn = click.option("--scale", default=1, show_default=True, type=click.IntRange(min=1),
+                      help="enlarge every written image N times (nearest neighbour)")(fn)
+    return click.option("--compare", type=click.Path(dir_okay=False),
+                        help="also write a sheet of the inputs above the outputs, labelled; "
+                             "the suffix names the format")(fn)
+
+
+def _compare(path: str | None, inputs: torch.Tensor, outputs: torch.Tensor, labels: tuple[str, str],
+             scale: int) -> str:
+    """Write the --compare sheet if asked; the words that say so in the command's message."""
+    from alae.images import compare_sheet, save_image
+
+    if path is None:
+        return ""
+    save_image(compare_sheet(inputs, outputs, *labels), path, scale)
+    return f", inputs and outputs side by side in {path}"
+
+
+convert_option = click.option("--convert", type=click.Choice(["gray", "rgb"]),
+                              help="convert the images to grayscale or RGB, the model's kind; "
+                                   "without it a colour image for a grayscale model is refused "
+                                   "(a folder's is passed over and named)")
+
+
+def _model_and_images(model_path: str, device: str, files: list[Path], convert: str | None,
+                      given: tuple[str, ...] | None = None
+                      ) -> tuple[ALAE, torch.Tensor, list[int], str]:
+    """The model, the images it takes, which of `files` they are, and a note for the command's
+    message. Files found inside the folders among `given` (the command's arguments) that are
+    refused are passed over, each named on stderr; a refused file named itself stops the
+    command, as does every refused file when `given` is None."""
+    from alae.images import load_usable
 
     model, where = _load(model_path, device)
-    return model, load_images(files, model.resolution, model.channels).to(where)
+    in_folders = set(files) - {Path(p) for p in given} if given is not None else set()
+    loaded = load_usable(files, model.resolution, model.channels, convert, in_folders)
+    for line in loaded.refused:
+        click.echo(f"skipped: {line}", err=True)
+    notes = [f"--convert {convert}: {loaded.converted} converted"] if convert else []
+    notes += [f"{len(loaded.refused)} refused images skipped"] if loaded.refused else []
+    note = f" ({'; '.join(notes)})" if notes else ""
+    return model, loaded.images.to(where), loaded.kept, note
 
 
 @main.command()
@@ -209,45 +283,83 @@ def _model_and_images(model_path: str, device: str, files: list[Path]
 @click.argument("images", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="codes file (.npy, one w per image); the file names go to OUT.txt")
+@convert_option
 @device_option
 @exits_cleanly
-def encode(model_path: str, images: tuple[str, ...], out: str, device: str) -> None:
+def encode(model_path: str, images: tuple[str, ...], out: str, convert: str | None,
+           device: str) -> None:
     """Encode IMAGES (files or folders) into W: one code per image."""
     import numpy as np
 
     from alae.images import expand
 
     files = [path for path, _ in expand(images)]
-    model, x = _model_and_images(model_path, device, files)
+    model, x, kept, note = _model_and_images(model_path, device, files, convert, images)
+    files = [files[i] for i in kept]
     with torch.no_grad():
         w = model.encode(x).cpu().numpy()
     with atomic_open(out, "wb") as f:
         np.save(f, w)
     with atomic_open(str(out) + ".txt", "w") as f:
         f.write("".join(f"{p}\n" for p in files))
-    click.echo(f"encoded {len(files)} images to {out} ({w.shape[1]}-d), names in {out}.txt")
+    click.echo(f"encoded {len(files)} images to {out} ({w.shape[1]}-d), names in {out}.txt"
+               f"{note}")
 
 
 @main.command()
 @model_option
 @click.argument("images", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@view_options
+@convert_option
 @device_option
 @exits_cleanly
-def reconstruct(model_path: str, images: tuple[str, ...], out: str, device: str) -> None:
+def reconstruct(model_path: str, images: tuple[str, ...], out: str, compare: str | None,
+                scale: int, convert: str | None, device: str) -> None:
     """Write G(E(x)) of each of IMAGES to OUT at the model's resolution, as PNG: a file given as
     OUT/<name>.png, a folder's images as OUT/<path inside the folder>.png."""
-    from alae.images import expand, output_paths, save_image, to_image
+    from alae.images import expand, image_names, output_paths, save_image, to_image
 
+    image_names(compare)
     found = expand(images)
     outs = output_paths(found, out, ".png")
-    model, x = _model_and_images(model_path, device, [path for path, _ in found])
+    model, x, kept, note = _model_and_images(model_path, device, [path for path, _ in found],
+                                             convert, images)
+    outs = [outs[i] for i in kept]
     torch.manual_seed(0)
     with torch.no_grad():
         rec = model.reconstruct(x)
     for path, r in zip(outs, rec):
-        save_image(to_image(r), path)
-    click.echo(f"reconstructed {len(outs)} images into {out}")
+        save_image(to_image(r), path, scale)
+    said = _compare(compare, x, rec, ("x", "G(E(x))"), scale)
+    click.echo(f"reconstructed {len(outs)} images into {out}{said}{note}")
+
+
+@main.command()
+@model_option
+@click.argument("codes_path", metavar="CODES", type=click.Path(exists=True, dir_okay=False))
+@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="output folder")
+@noise_option
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@device_option
+@exits_cleanly
+def decode(model_path: str, codes_path: str, outdir: str, noise: str, batch_size: int,
+           device: str) -> None:
+    """Write G(w) for each code of CODES (an .npy of `alae encode`) into OUTDIR as PNG: named
+    after the source images listed in CODES.txt when it is there, else code0000.png, ..."""
+    from alae.images import output_paths, save_image, to_image
+    from alae.sampling import decode_codes, read_codes
+
+    codes, names = read_codes(codes_path)
+    outs = output_paths([(Path(n), Path(Path(n).name)) for n in names], outdir, ".png")
+    model, _ = _load(model_path, device)
+    if codes.shape[1] != model.latent:
+        raise UserError(f"{codes_path}: codes are {codes.shape[1]}-d, but {model_path}'s W is "
+                        f"{model.latent}-d")
+    for first, images in decode_codes(model, codes, noise, batch_size):
+        for path, x in zip(outs[first:], images):
+            save_image(to_image(x), path)
+    click.echo(f"decoded {len(outs)} codes into {outdir} (noise {noise})")
 
 
 @main.command()
@@ -256,23 +368,27 @@ def reconstruct(model_path: str, images: tuple[str, ...], out: str, device: str)
 @click.argument("image_b", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--steps", default=8, show_default=True, type=click.IntRange(min=2))
+@view_options
+@convert_option
 @device_option
 @exits_cleanly
 def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: int,
-                device: str) -> None:
+                compare: str | None, scale: int, convert: str | None, device: str) -> None:
     """Decode E(A)..E(B) linearly interpolated in W, in one row: A, the steps, B; OUT's suffix
     names the format."""
     from alae.figures import grid, lerp_codes
-    from alae.images import image_format, save_image
+    from alae.images import image_names, save_image
 
-    image_format(out)
-    model, x = _model_and_images(model_path, device, [Path(image_a), Path(image_b)])
+    image_names(out, compare)
+    model, x, _, note = _model_and_images(model_path, device, [Path(image_a), Path(image_b)],
+                                          convert)
     torch.manual_seed(0)
     with torch.no_grad():
         wa, wb = model.encode(x)
-        row = torch.cat([x[:1], model.decode(lerp_codes(wa, wb, steps)), x[1:]])
-    save_image(grid([row], ["A ... B"]), out)
-    click.echo(f"wrote {steps} interpolation steps to {out}")
+        decoded = model.decode(lerp_codes(wa, wb, steps))
+    save_image(grid([torch.cat([x[:1], decoded, x[1:]])], ["A ... B"]), out, scale)
+    said = _compare(compare, x, decoded, ("A, B", "E(A) ... E(B)"), scale)
+    click.echo(f"wrote {steps} interpolation steps to {out}{said}{note}")
 
 
 @main.command()
@@ -284,17 +400,19 @@ def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: in
               help="which of SOURCE's styles replace DEST's: coarse 4-8 px, middle 16-32 px, fine "
                    "64 px and up; a 32x32 model's are 4-8 / 16 / 32 px, a 16x16 model's "
                    "4 / 8 / 16 px (8x8 and smaller: no middle)")
+@view_options
+@convert_option
 @device_option
 @exits_cleanly
-def mix(model_path: str, source: str, dest: str, out: str, styles: str, device: str) -> None:
+def mix(model_path: str, source: str, dest: str, out: str, styles: str, compare: str | None,
+        scale: int, convert: str | None, device: str) -> None:
     """DEST with SOURCE's coarse, middle or fine styles (StyleALAE only); OUT's suffix names the
     format."""
-    from alae.errors import UserError
     from alae.figures import mix_styles, slot_resolutions, style_ranges
-    from alae.images import image_format, save_image, to_image
+    from alae.images import image_names, save_image, to_image
 
-    image_format(out)
-    model, x = _model_and_images(model_path, device, [Path(source), Path(dest)])
+    image_names(out, compare)
+    model, x, _, note = _model_and_images(model_path, device, [Path(source), Path(dest)], convert)
     if not model.progressive:
         raise UserError(f"{model_path}: style mixing needs a StyleALAE (model.kind: style)")
     ranges = style_ranges(model)
@@ -306,10 +424,11 @@ def mix(model_path: str, source: str, dest: str, out: str, styles: str, device: 
     with torch.no_grad():
         w = model.encode(x)
         mixed = model.decode(mix_styles(model, w[1:], w[:1], slots))
-    save_image(to_image(mixed[0]), out)
+    save_image(to_image(mixed[0]), out, scale)
+    said = _compare(compare, x, mixed, ("source, dest", f"{styles} mixed"), scale)
     click.echo(f"wrote {dest} with the {styles} styles of {source} "
                f"({slot_resolutions(model, slots)}: style slots {slots.start}-{slots.stop - 1}) "
-               f"to {out}")
+               f"to {out}{said}{note}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ cropped, resized and converted exactly as the shard stage stores it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Collection, Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from alae.data.sources import load_image
 from alae.errors import UserError
-from alae.figures import to_uint8
+from alae.figures import grid, to_uint8
 from alae.io import atomic_open
 
 # What a folder's image files are, and what an output file may be called: PIL writes each of
@@ -57,21 +57,54 @@ def _has_colour(path: Path) -> bool:
     return bool((rgb.max(axis=2) - rgb.min(axis=2) > 8).any())
 
 
-def load_images(paths: Iterable[Path], resolution: int, channels: int) -> torch.Tensor:
-    """(N, channels, resolution, resolution) in [-1, 1]. A colour image for a grayscale model is
-    refused rather than silently converted: its codes would describe another picture."""
-    images = []
-    for path in paths:
+CONVERSIONS = {"gray": 1, "rgb": 3}  # --convert NAME: the channels it converts images to
+
+
+class Loaded(NamedTuple):
+    images: torch.Tensor  # (N, channels, resolution, resolution) in [-1, 1]
+    kept: list[int]       # which of the paths they are
+    refused: list[str]    # one line per file passed over
+    converted: int        # how many changed between grayscale and colour
+
+
+def load_usable(paths: Sequence[Path], resolution: int, channels: int,
+                convert: Optional[str] = None, optional: Collection[Path] = ()) -> Loaded:
+    """The images of `paths`. A colour image for a grayscale model is refused rather than
+    silently converted (its codes would describe another picture) unless `convert` is "gray";
+    a grayscale image for a colour model becomes RGB. A refused or unreadable file in
+    `optional` (a folder's) is passed over and named in `refused`; any other stops everything,
+    and so does having no image left."""
+    if convert is not None and CONVERSIONS[convert] != channels:
+        raise UserError(f"--convert {convert}: the model takes {channels}-channel images")
+    images, kept, refused, converted = [], [], [], 0
+    for i, path in enumerate(paths):
         try:
-            if channels == 1 and _has_colour(path):
+            colour = _has_colour(path)
+            if channels == 1 and colour and convert is None:
                 raise UserError(f"{path}: colour image, but the model was trained on 1-channel "
-                                "(grayscale) images")
+                                "(grayscale) images (--convert gray converts it)")
             img = load_image(path, resolution, channels)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise UserError(f"{path}: unreadable image ({type(e).__name__})") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, UserError) as e:
+            why = (str(e) if isinstance(e, UserError)
+                   else f"{path}: unreadable image ({type(e).__name__})")
+            if path not in optional:
+                raise UserError(why) from None
+            refused.append(why)
+            continue
+        converted += colour != (channels == 3)
         a = np.asarray(img, dtype=np.float32).reshape(resolution, resolution, channels)
         images.append(torch.from_numpy(a).permute(2, 0, 1) / 127.5 - 1.0)
-    return torch.stack(images)
+        kept.append(i)
+    if not images:
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        raise UserError(f"no usable image among {len(refused)}: {refused[0]}{more}")
+    return Loaded(torch.stack(images), kept, refused, converted)
+
+
+def load_images(paths: Sequence[Path], resolution: int, channels: int,
+                convert: Optional[str] = None) -> torch.Tensor:
+    """(N, channels, resolution, resolution) in [-1, 1], every one of `paths` or an error."""
+    return load_usable(paths, resolution, channels, convert).images
 
 
 def image_format(path: str | Path) -> str:
@@ -85,14 +118,37 @@ def image_format(path: str | Path) -> str:
     return fmt
 
 
+def image_names(*paths: str | Path | None) -> None:
+    """`image_format` of each output file that is asked for (None: not asked for)."""
+    for path in paths:
+        if path is not None:
+            image_format(path)
+
+
+def compare_sheet(inputs: torch.Tensor, outputs: torch.Tensor, input_label: str,
+                  output_label: str, columns: int = 8) -> Image.Image:
+    """Inputs above outputs, `columns` at a time: a row of inputs, then the outputs' row.
+    (Here, not in alae.figures: a change there is a change to the train stage's code.)"""
+    rows, labels = [], []
+    for i in range(0, max(len(inputs), len(outputs)), columns):
+        for part, label in ((inputs, input_label), (outputs, output_label)):
+            if i < len(part):
+                rows.append(part[i:i + columns])
+                labels.append(label)
+    return grid(rows, labels)
+
+
 def to_image(x: torch.Tensor) -> Image.Image:
     """One image (C, H, W) in [-1, 1] as a grayscale or RGB picture."""
     a = to_uint8(x[None])[0]
     return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
 
 
-def save_image(image: Image.Image, path: str | Path) -> None:
-    """Written atomically, in the format the suffix names (x.jpg is a JPEG)."""
+def save_image(image: Image.Image, path: str | Path, scale: int = 1) -> None:
+    """Written atomically, in the format the suffix names (x.jpg is a JPEG), `scale` times
+    larger (nearest neighbour: a 32-px image is unreadable at 1x, and stays sharp)."""
     fmt = image_format(path)
+    if scale != 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     with atomic_open(path, "wb") as f:
         image.save(f, format=fmt)

@@ -1,4 +1,5 @@
 """The `alae` command on one's own image files."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,12 @@ from alae.checkpoint import load_model, save_model
 from alae.cli import main
 from alae.config import parse_params
 from alae.errors import CheckpointError, UserError
-from alae.images import load_images
+from alae.featurenet import Featurenet, save_featurenet
+from alae.figures import LABEL_WIDTH, PAD
+from alae.images import load_images, to_image
 from alae.nn import build_model
+import alae.sampling as sampling
+from alae.sampling import parse_seeds
 
 STYLE = {"model": {"kind": "style", "latent": 8, "mapping_layers": 2, "start_channels": 4,
                    "max_channels": 8}}
@@ -53,6 +58,7 @@ def files(tmp_path_factory):
     Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(imgs / "b.jpg")
     Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / "colour.png")
     (root / "junk.png").write_bytes(b"not an image")
+    np.save(root / "codes.npy", np.zeros((2, 8), np.float32))
     return root
 
 
@@ -111,7 +117,7 @@ def test_device_auto_is_the_default_and_accepted(files, tmp_path):
     assert out.exit_code == 0, out.output
 
 
-MODEL_COMMANDS = ("generate", "encode", "reconstruct", "interpolate", "mix")
+MODEL_COMMANDS = ("generate", "encode", "decode", "reconstruct", "interpolate", "mix")
 
 
 def model_command(name: str, files: Path, out: Path, *options: str, suffix: str = ".png"
@@ -121,7 +127,8 @@ def model_command(name: str, files: Path, out: Path, *options: str, suffix: str 
     image = str(out / f"{name}{suffix}")
     args = {"generate": ["-n", "4", image], "encode": ["--out", str(out / "c.npy"), a],
             "reconstruct": ["--out", str(out / "rec"), a], "interpolate": [a, b, image],
-            "mix": ["--styles", "coarse", a, b, image]}[name]
+            "mix": ["--styles", "coarse", a, b, image],
+            "decode": [str(files / "codes.npy"), "--outdir", str(out / "dec")]}[name]
     return [name, "--model", str(files / "alae.pt"), *options, *args]
 
 
@@ -223,3 +230,239 @@ def test_mix_refuses_a_block_the_model_has_not(files, tmp_path):
                     str(files / "imgs/b.jpg"), "--styles", "middle", str(tmp_path / "m.png"))
     one_line_error(out, "--styles middle: a 8x8 model has only coarse, fine styles")
     assert not (tmp_path / "m.png").exists()
+
+
+# --- alae generate by seed (stylegan2-ada's generate.py) ---------------------------------------
+@pytest.fixture(scope="module")
+def noisy(files):
+    """The test model with G's per-pixel noise switched on (it starts at weight 0)."""
+    model, params, _ = load_model(files / "alae.pt")
+    for name, p in model.named_parameters():
+        if name.endswith(("noise1.weight", "noise2.weight")):
+            p.data.fill_(1.0)
+    save_model(files / "noisy.pt", model, params, meta={})
+    return files / "noisy.pt"
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image, dtype=np.int16)
+
+
+def generated(model: Path, out: Path, *options: str) -> dict[str, np.ndarray]:
+    result = alae_here("generate", "--model", str(model), "--device", "cpu", "--outdir", str(out),
+                       *options)
+    assert result.exit_code == 0, result.output
+    return {p.name: pixels(p) for p in sorted(out.iterdir())}
+
+
+def test_parse_seeds(monkeypatch):
+    assert parse_seeds("0-3,10,20-22") == [0, 1, 2, 3, 10, 20, 21, 22]
+    assert parse_seeds("5, 2-3, 5") == [5, 2, 3]
+    monkeypatch.setattr(sampling, "MAX_COUNT", 10)
+    assert len(parse_seeds("0,1-9")) == 10
+    for bad in ("3-1", "a", "1,,2", "-1", "0,1-10", f"0-{2 ** 32}"):
+        with pytest.raises(UserError, match=f"--seeds '{bad}'"):
+            parse_seeds(bad)
+
+
+@pytest.mark.parametrize("noise", ["random", "const"])
+def test_a_seed_gives_the_same_image_whatever_else_is_asked(noisy, tmp_path, noise):
+    all_ = generated(noisy, tmp_path / "all", "--seeds", "0-5", "--batch-size", "4",
+                     "--noise", noise)
+    some = generated(noisy, tmp_path / "some", "--seeds", "5,2", "--batch-size", "1",
+                     "--noise", noise)
+    assert sorted(all_) == [f"seed000{i}.png" for i in range(6)]
+    assert sorted(some) == ["seed0002.png", "seed0005.png"]
+    for name, image in some.items():
+        assert image.shape == (32, 32) and np.abs(image - all_[name]).max() <= 1, name
+    assert np.abs(all_["seed0000.png"] - all_["seed0001.png"]).max() > 8
+
+
+def test_noise_const_is_g_without_noise_and_random_is_seeded(noisy, tmp_path):
+    const = generated(noisy, tmp_path / "c", "--seeds", "3", "--noise", "const")["seed0003.png"]
+    random = generated(noisy, tmp_path / "r", "--seeds", "3", "--noise", "random")["seed0003.png"]
+    model, _, _ = load_model(noisy)
+    z = torch.randn(1, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = to_image(model.generate(z, noise=False)[0])
+    assert np.abs(const - np.asarray(expected, dtype=np.int16)).max() <= 1
+    assert np.abs(const - random).max() > 8
+
+
+def test_generated_folder_feeds_alae_fid(files, tmp_path):
+    generated(files / "alae.pt", tmp_path / "s", "--seeds", "0-11", "--trunc", "0.7")
+    featurenet = Featurenet(channels=1, resolution=32, num_classes=2)
+    save_featurenet(featurenet.eval(), tmp_path / "fn.pt")
+    out = alae_here("fid", str(tmp_path / "s"), str(tmp_path / "s.npz"), "--save-stats",
+                    "--featurenet", str(tmp_path / "fn.pt"), "--device", "cpu")
+    assert out.exit_code == 0 and "saved statistics of 12 images" in out.output, out.output
+    out = alae_here("fid", str(tmp_path / "s"), str(tmp_path / "s.npz"), "--features",
+                    "classifier", "--featurenet", str(tmp_path / "fn.pt"), "--device", "cpu")
+    assert out.exit_code == 0 and abs(float(out.stdout.split()[1])) < 1e-3, out.output
+
+
+def test_generate_grid_and_the_old_form(files, tmp_path):
+    new = alae_here("generate", "--model", str(files / "alae.pt"), "--seeds", "0-3",
+                    "--grid", str(tmp_path / "new.png"), "--columns", "2")
+    old = alae_here("generate", "--model", str(files / "alae.pt"), "-n", "4",
+                    str(tmp_path / "old.png"), "--columns", "2")
+    assert new.exit_code == 0 and old.exit_code == 0, new.output + old.output
+    assert "wrote 4 samples" in new.output and not (tmp_path / "seed0000.png").exists()
+    assert (pixels(tmp_path / "new.png") == pixels(tmp_path / "old.png")).all()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--seeds", "9-2", "--outdir", "o"], ["--seeds '9-2'"]),
+    (["--seeds", "0-3"], ["nothing to write", "--outdir"]),
+    (["--seeds", "0", "-n", "4", "--outdir", "o"], ["--seeds 0", "-n"]),
+    (["--seeds", "0", "--grid", "g.txt"], ["g.txt: not an image file name"])])
+def test_generate_refuses_bad_options_before_any_work(files, tmp_path, args, words):
+    (tmp_path / "model.pt").write_bytes(b"")  # a missing model would be a different error
+    args = [a if a not in ("o", "g.txt") else str(tmp_path / a) for a in args]
+    one_line_error(alae_here("generate", "--model", str(tmp_path / "model.pt"), *args), *words)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+# --- alae decode: the way back from alae encode --------------------------------------------------
+def test_decode_writes_one_image_per_code_named_after_its_source(files, tmp_path):
+    alae_here(*model_command("encode", files, tmp_path))  # c.npy, c.npy.txt: imgs/a.png
+    out = alae_here("decode", "--model", str(files / "alae.pt"), str(tmp_path / "c.npy"),
+                    "--outdir", str(tmp_path / "dec"), "--noise", "const")
+    assert out.exit_code == 0 and "decoded 1 codes" in out.output, out.output
+    model, _, _ = load_model(files / "alae.pt")
+    with torch.no_grad():
+        expected = model.decode(torch.from_numpy(np.load(tmp_path / "c.npy")), noise=False)[0]
+    assert np.abs(pixels(tmp_path / "dec/a.png") - np.asarray(to_image(expected))).max() <= 1
+    (tmp_path / "c.npy.txt").unlink()
+    np.save(tmp_path / "c.npy", np.zeros((2, 8), np.float32))
+    assert alae_here("decode", "--model", str(files / "alae.pt"), str(tmp_path / "c.npy"),
+                     "--outdir", str(tmp_path / "plain")).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["code0000.png",
+                                                                      "code0001.png"]
+
+
+def test_decode_refuses_codes_of_another_width(files, tmp_path):
+    np.save(tmp_path / "c.npy", np.zeros((3, 5), np.float32))
+    out = alae_here("decode", "--model", str(files / "alae.pt"), str(tmp_path / "c.npy"),
+                    "--outdir", str(tmp_path / "dec"))
+    one_line_error(out, "c.npy: codes are 5-d", "alae.pt's W is 8-d")
+    (tmp_path / "c.npy.txt").write_text("a.png\n")
+    out = alae_here("decode", "--model", str(files / "alae.pt"), str(tmp_path / "c.npy"),
+                    "--outdir", str(tmp_path / "dec"))
+    one_line_error(out, "c.npy.txt: names 1 images", "holds 3 codes")
+    assert not (tmp_path / "dec").exists()
+
+
+# --- --compare and --scale for reconstruct, interpolate, mix ------------------------------------
+@pytest.mark.parametrize("name, written", [("reconstruct", "rec/a.png"), ("mix", "mix.png")])
+def test_scale_enlarges_every_written_image_by_nearest_neighbour(files, tmp_path, name, written):
+    # sheets (interpolate's OUT, --compare) are checked with --scale in the next test
+    one = alae_here(*model_command(name, files, tmp_path / "x1"))
+    three = alae_here(*model_command(name, files, tmp_path / "x3", "--scale", "3"))
+    assert one.exit_code == 0 and three.exit_code == 0, one.output + three.output
+    small, big = pixels(tmp_path / "x1" / written), pixels(tmp_path / "x3" / written)
+    assert big.shape[:2] == (96, 96)
+    assert (big == small.repeat(3, axis=0).repeat(3, axis=1)).all()
+
+
+@pytest.mark.parametrize("name, inputs, outputs", [("mix", 2, 1), ("interpolate", 2, 8)])
+def test_compare_writes_inputs_above_outputs(files, tmp_path, name, inputs, outputs):
+    out = alae_here(*model_command(name, files, tmp_path, "--compare", str(tmp_path / "c.png"),
+                                   "--scale", "2"))
+    assert out.exit_code == 0 and "side by side in" in out.output, out.output
+    sheet = pixels(tmp_path / "c.png")
+    tile = 32 * 2  # the grid's own 2x; then all of it --scale 2
+    assert sheet.shape[0] == 2 * (2 * (tile + PAD) + PAD)  # two rows: inputs, outputs
+    assert sheet.shape[1] == 2 * (LABEL_WIDTH + max(inputs, outputs) * (tile + PAD) + PAD)
+    if name == "interpolate":  # its own sheet, one row, enlarged as well
+        assert pixels(tmp_path / "interpolate.png").shape[0] == 2 * (tile + 2 * PAD)
+
+
+@pytest.mark.parametrize("name", ["reconstruct", "interpolate", "mix"])
+def test_compare_with_an_unknown_suffix_is_refused_before_any_work(files, tmp_path, name):
+    out = alae_here(*model_command(name, files, tmp_path, "--compare", str(tmp_path / "c.xyz")))
+    one_line_error(out, "c.xyz: not an image file name")
+    assert not any(tmp_path.iterdir())
+
+
+def test_compare_sheet_holds_the_input_above_its_reconstruction(files, tmp_path):
+    out = alae_here(*model_command("reconstruct", files, tmp_path, "--compare",
+                                   str(tmp_path / "c.png")))
+    assert out.exit_code == 0, out.output
+    sheet = pixels(tmp_path / "c.png")[..., 0]  # grayscale tiles on an RGB sheet
+    x = np.asarray(to_image(load_images([files / "imgs/a.png"], 32, 1)[0]), dtype=np.int16)
+    left, top = LABEL_WIDTH + PAD, PAD
+    assert (sheet[top:top + 64, left:left + 64] == x.repeat(2, 0).repeat(2, 1)).all()
+    rec = pixels(tmp_path / "rec/a.png")
+    top += 64 + PAD
+    assert (sheet[top:top + 64, left:left + 64] == rec.repeat(2, 0).repeat(2, 1)).all()
+
+
+# --- --convert gray|rgb, and a folder's refused images passed over -----------------------------
+@pytest.fixture
+def mixed_folder(files, tmp_path):
+    """Two grayscale images, a colour one and a broken one, in one folder."""
+    folder = tmp_path / "mixed"
+    shutil.copytree(files / "imgs", folder)
+    shutil.copy(files / "colour.png", folder / "c.png")
+    shutil.copy(files / "junk.png", folder / "junk.png")
+    return folder
+
+
+def test_a_folder_passes_over_refused_images_and_names_them(files, tmp_path, mixed_folder):
+    out = alae_here("encode", "--model", str(files / "alae.pt"), str(mixed_folder), "--out",
+                    str(tmp_path / "c.npy"))
+    assert out.exit_code == 0 and "(2 refused images skipped)" in out.output, out.output
+    skipped = out.stderr.strip().splitlines()
+    assert len(skipped) == 2 and "c.png: colour image" in skipped[0], skipped
+    assert "junk.png: unreadable image" in skipped[1]
+    assert np.load(tmp_path / "c.npy").shape == (2, 8)
+    assert [Path(n).name for n in (tmp_path / "c.npy.txt").read_text().split()] == ["a.png",
+                                                                                    "b.jpg"]
+    rec = alae_here("reconstruct", "--model", str(files / "alae.pt"), str(mixed_folder), "--out",
+                    str(tmp_path / "rec"))
+    assert rec.exit_code == 0 and "reconstructed 2 images" in rec.output, rec.output
+    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == ["a.png", "b.png"]
+
+
+def test_a_folder_with_no_usable_image_is_one_line(files, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    shutil.copy(files / "colour.png", folder / "c.png")
+    shutil.copy(files / "junk.png", folder / "junk.png")
+    out = alae_here("reconstruct", "--model", str(files / "alae.pt"), str(folder), "--out",
+                    str(tmp_path / "rec"))
+    one_line_error(out, "no usable image among 2", "c.png: colour image", "(and 1 more)")
+    assert not (tmp_path / "rec").exists()
+
+
+@pytest.mark.parametrize("name", ["encode", "reconstruct", "interpolate", "mix"])
+def test_convert_gray_takes_a_colour_image_and_says_so(files, tmp_path, name):
+    args = model_command(name, files, tmp_path, "--convert", "gray")
+    args = [str(files / "colour.png") if a.endswith("imgs/a.png") else a for a in args]
+    out = alae_here(*args)
+    assert out.exit_code == 0 and "(--convert gray: 1 converted)" in out.output, out.output
+    refused = alae_here(*(a for a in args if a not in ("--convert", "gray")))
+    one_line_error(refused, "colour.png: colour image", "--convert gray")
+
+
+def test_convert_gray_is_pil_grayscale(files, tmp_path):
+    alae_here("encode", "--model", str(files / "alae.pt"), "--convert", "gray", "--out",
+              str(tmp_path / "c.npy"), str(files / "colour.png"))
+    Image.open(files / "colour.png").convert("L").save(tmp_path / "gray.png")
+    model, _, _ = load_model(files / "alae.pt")
+    with torch.no_grad():
+        w = model.encode(load_images([tmp_path / "gray.png"], 32, 1))
+    assert np.allclose(np.load(tmp_path / "c.npy"), w.numpy(), atol=1e-5)
+
+
+def test_convert_to_what_the_model_does_not_take_is_one_line(files, tmp_path):
+    out = alae_here(*model_command("encode", files, tmp_path, "--convert", "rgb"))
+    one_line_error(out, "--convert rgb: the model takes 1-channel images")
+    params = parse_params(STYLE)
+    save_model(tmp_path / "rgb.pt", build_model(params.model, channels=3, resolution=8), params,
+               meta={})
+    out = alae_here("encode", "--model", str(tmp_path / "rgb.pt"), "--convert", "rgb", "--out",
+                    str(tmp_path / "c.npy"), str(files / "imgs"))
+    assert out.exit_code == 0 and "(--convert rgb: 2 converted)" in out.output, out.output
