@@ -72,11 +72,12 @@ def test_per_slot_styles_equal_the_broadcast_one(model):
 
 def test_partly_grown_model_works_at_full_resolution(model):
     model.set_level(1, 1.0)  # trained up to 8x8
-    z = torch.randn(2, 16)
-    x = model.generate(z)
+    w = model.mapping(torch.randn(2, 16))
+    x = model.decode(w, noise=False)
     assert x.shape == (2, 3, 32, 32)
-    assert torch.equal(x, F.interpolate(model.generate(z, lod=1, alpha=1.0) * 0 + x[:, :, ::4, ::4],
-                                        scale_factor=4))  # blocks of 4x4 equal pixels
+    # the 8x8 image the model was grown to, each pixel a block of 4x4
+    assert torch.equal(x, F.interpolate(model.decode(w, lod=1, alpha=1.0, noise=False),
+                                        scale_factor=4))
     big = torch.randn(2, 3, 32, 32)
     assert torch.equal(model.encode(big), model.encode(F.avg_pool2d(big, 4), 1, 1.0))
 
@@ -134,7 +135,7 @@ def test_adam_betas_and_steps_reach_every_network(model):
 
 
 def test_short_cpu_run_at_8x8_grows_resets_adam_and_lae_falls(shards8):
-    from alae.train.loop import Hooks, train
+    from alae.train.loop import Hooks, Trainer
 
     params = parse_params({
         "lr": 0.002, "seed": 0,
@@ -144,8 +145,8 @@ def test_short_cpu_run_at_8x8_grows_resets_adam_and_lae_falls(shards8):
                   "stabilize_kimg": 1.0, "tick_kimg": 1.0, "ema_kimg": 0.5, "threads": 1},
     })
     grids = []
-    result = train(params, shards8, progress=False, hooks=Hooks(
-        snapshot=lambda nimg, lod, images: grids.append((nimg, lod, images.shape))))
+    result = Trainer(params, shards8).run(Hooks(
+        snapshot=lambda nimg, lod, images: grids.append((nimg, lod, images.shape))), progress=False)
     rows = result.history
     assert [r["lod"] for r in rows] == [0, 0, 1, 1, 1, 1]
     assert [r["resolution"] for r in rows] == [4, 4, 8, 8, 8, 8]
@@ -164,10 +165,10 @@ def test_short_cpu_run_at_8x8_grows_resets_adam_and_lae_falls(shards8):
 
 
 def test_the_mlp_alae_still_trains_through_the_same_loop(tiny_shards):
-    from alae.train.loop import train
+    from alae.train.loop import Trainer
 
     params = parse_params({"model": {"kind": "mlp", "latent": 8, "mapping_layers": 2, "hidden": 32},
                            "train": {"kimg": 0.2, "batch_size": 50, "tick_kimg": 0.1, "threads": 1}})
-    result = train(params, tiny_shards, progress=False)
+    result = Trainer(params, tiny_shards).run(progress=False)
     assert [(r["lod"], r["resolution"], r["batch_size"]) for r in result.history] == [(0, 32, 50)] * 2
     assert result.ema.generate(torch.randn(2, 8), psi=0.7).shape == (2, 1, 32, 32)

@@ -318,9 +318,3 @@ class Trainer:
         self.snapshots[self.lod] = level_samples(self.ema, fixed_z, self.lod)
         if hooks.snapshot is not None:
             hooks.snapshot(self.nimg, self.lod, self.snapshots[self.lod])
-
-
-def train(params: Params, shards_dir: str | Path, hooks: Hooks = Hooks(),
-          progress: bool = True) -> TrainResult:
-    """A whole run in one go (no resume); the stage uses `Trainer` directly."""
-    return Trainer(params, shards_dir).run(hooks, progress)
