@@ -11,7 +11,7 @@ from alae.config import parse_params
 from alae.errors import CheckpointError
 from alae.nn import build_model
 
-TINY = {"model": {"latent": 8, "mapping_layers": 2, "hidden": 16}}
+TINY = {"model": {"kind": "style", "latent": 8, "mapping_layers": 2}}
 
 
 @pytest.fixture
