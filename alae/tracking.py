@@ -36,6 +36,7 @@ from alae.errors import Stopped, UserError
 EXPERIMENT = "alae"
 KEY_TAG = "alae.run_key"
 SQLITE = "sqlite:///"
+PENDING = "pending_metrics.jsonl"  # in the run's working folder: metrics not yet sent
 # SQLite already waits 20 s for a lock (MLflow sets busy_timeout) but gives up at once when two
 # transactions deadlock upgrading a read lock; 8 tries with backoff add up to about half a minute.
 LOCK_ATTEMPTS = 8
@@ -171,7 +172,7 @@ class PipelineRun:
         self.client = client if isinstance(client, RetryingClient) else RetryingClient(client)
         self.run_id, self.key, self.uri = run_id, key, uri
         self.workdir = workdir
-        self.pending = workdir / "pending_metrics.jsonl"
+        self.pending = workdir / PENDING
         self._retry_at = 0.0
         self._warned = False
 
