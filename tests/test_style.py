@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from alae.config import ModelConfig, parse_params
 from alae.nn import build_model
-from alae.train.steps import make_optimizers, mix_styles, sample_w
+from alae.train.steps import crossover_styles, make_optimizers, sample_w
 
 SMALL = ModelConfig(kind="style", latent=16, mapping_layers=2, start_channels=4, max_channels=16)
 
@@ -84,20 +84,20 @@ def test_partly_grown_model_works_at_full_resolution(model):
 
 def test_style_mixing_uses_w1_below_the_crossover_and_w2_from_it():
     w1, w2 = torch.zeros(3, 5), torch.ones(3, 5)
-    mixed = mix_styles(w1, w2, crossover=3, num_styles=8)
+    mixed = crossover_styles(w1, w2, crossover=3, num_styles=8)
     assert mixed.shape == (3, 8, 5)
     assert torch.equal(mixed[:, :3], torch.zeros(3, 3, 5)) and torch.equal(mixed[:, 3:], torch.ones(3, 5, 5))
 
 
 def test_sample_w_mixes_with_crossovers_uniform_in_1_to_2_lod_plus_2(model, monkeypatch):
     seen = []
-    real_mix = mix_styles
+    real_mix = crossover_styles
 
     def spy(w1, w2, crossover, num_styles):
         seen.append(crossover)
         return real_mix(w1, w2, crossover, num_styles)
 
-    monkeypatch.setattr("alae.train.steps.mix_styles", spy)
+    monkeypatch.setattr("alae.train.steps.crossover_styles", spy)
     torch.manual_seed(0)
     for _ in range(400):
         w = sample_w(model, 2, torch.device("cpu"), lod=1, mixing=0.9)
