@@ -6,15 +6,11 @@ import torch
 import yaml
 
 from alae.errors import UserError
+from test_resume import RAW as RESUME_RAW
 
-RAW = {
-    "seed": 3,
-    "data": {"resolution": 8, "limit": 2000, "shard_size": 1000},
-    "model": {"kind": "style", "latent": 8, "mapping_layers": 2, "start_channels": 4,
-              "max_channels": 8},
-    "train": {"kimg": 0.5, "batch_size": 16, "transition_kimg": 0.25, "stabilize_kimg": 0.25,
-              "tick_kimg": 0.25, "checkpoint_kimg": 0.25, "threads": 1, "fid_every_kimg": 0},
-}
+# test_resume's 8x8 StyleALAE, cut to 0.5 kimg: 4x4, then 8x8 blending in
+RAW = {**RESUME_RAW, "train": {**RESUME_RAW["train"], "kimg": 0.5, "transition_kimg": 0.25,
+                               "stabilize_kimg": 0.25}}
 
 
 @pytest.fixture
