@@ -57,6 +57,11 @@ GRID ?= sweeps/default.yaml
 sweep: setup
 	$(VENV)/bin/python scripts/sweep.py all $(GRID) $(SWEEP_ARGS)
 
+# Old runs' working folders (.alae/runs/<key>: resumable checkpoints); the current params' run is
+# kept. DVC's cache is cleaned by `dvc gc -w`.
+clean-runs: $(VENV)/.installed
+	$(VENV)/bin/python scripts/clean_runs.py
+
 ui: setup
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from alae.config import Params, params_from_dict
+from alae.config import Params, parse_params
 from alae.devices import resolve_device
 from alae.errors import CheckpointError, UserError
 from alae.io import atomic_open
@@ -34,7 +34,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 def save_model(path: str | Path, ema: ALAE, params: Params, meta: dict[str, Any],
                training: Optional[dict[str, Any]] = None) -> None:
-    """`training`: the trainer's state (`TrainResult.state()`): networks, optimizers, images
+    """`training`: the trainer's state (`Trainer.state()`): networks, optimizers, images
     seen, RNG states."""
     ckpt = {
         "format": FORMAT,
@@ -51,10 +51,7 @@ def save_model(path: str | Path, ema: ALAE, params: Params, meta: dict[str, Any]
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
     """The raw checkpoint dict (format checked), as `Trainer(resume=...)` takes it."""
-    return _load(Path(path), device)
-
-
-def _load(path: Path, device: str | torch.device) -> dict:
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: model file not found")
     # A device that is not there makes torch.load fail too: it must not read as a bad file.
@@ -77,7 +74,7 @@ def load_training_state(path: str | Path, device: str | torch.device = "cpu"
     """(trained model, EMA model, params, training state) of a file written by training; the
     state keeps "opt_ed", "opt_fg" (optimizer state_dicts), "images_seen" and "rng"."""
     path = Path(path)
-    ckpt = _load(path, device)
+    ckpt = load_checkpoint(path, device)
     if "training" not in ckpt:
         raise CheckpointError(f"{path}: holds no training state (only the EMA model)")
     ema, params, _ = load_model(path, device)
@@ -92,16 +89,16 @@ def load_training_state(path: str | Path, device: str | torch.device = "cpu"
 
 def load_snapshots(path: str | Path) -> dict[int, torch.Tensor]:
     """The per-level sample grids training kept (uint8, by level of detail); {} if none."""
-    training = _load(Path(path), "cpu").get("training", {})
+    training = load_checkpoint(path, "cpu").get("training", {})
     return {int(k): v for k, v in training.get("snapshots", {}).items()}
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ALAE, Params, dict]:
     """The EMA model (eval mode, no grad), its params and the training metadata."""
     path = Path(path)
-    ckpt = _load(path, device)
+    ckpt = load_checkpoint(path, device)
     try:
-        params = params_from_dict(ckpt["params"])
+        params = parse_params(ckpt["params"])  # validated again: cheap
         model = build_model(params.model, **ckpt["shape"])
         model.load_state_dict(ckpt["ema"])
     except (UserError, KeyError, RuntimeError, TypeError) as e:
@@ -156,7 +153,7 @@ class RunCheckpoints:
         stderr and passed over (writes are atomic, so this takes a disk fault or a hand edit)."""
         for path in reversed(self.paths()):
             try:
-                ckpt = _load(path, device)
+                ckpt = load_checkpoint(path, device)
             except CheckpointError as e:
                 print(f"warning: {e}; trying an older checkpoint", file=sys.stderr)
                 continue

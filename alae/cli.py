@@ -2,25 +2,19 @@
 which writes a reference configuration into params.yaml."""
 from __future__ import annotations
 
-import copy
-import io
 from pathlib import Path
-from typing import Any
 
 import click
 import torch
-import yaml
 
 from alae import __version__
 from alae.checkpoint import load_model
-from alae.config import ConfigError, Params, parse_params
 from alae.devices import NAMES as DEVICE_NAMES
 from alae.devices import resolve_device
 from alae.errors import UserError, exits_cleanly
 from alae.io import atomic_open
 from alae.nn import ALAE
-
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
+from alae.presets import apply_preset, preset_note
 
 
 @click.group()
@@ -74,7 +68,8 @@ def generate(model_path: str, seeds: str | None, outdir: str | None, grid_path: 
              count: int | None, seed: int | None, device: str, out: str | None) -> None:
     """Generate one image per seed into --outdir and/or a grid (--grid, or OUT: the old form
     `alae generate -n 64 --seed 0 OUT`, which is seeds 0-63)."""
-    from alae.figures import snapshot_grid, to_uint8
+    from alae.figures import snapshot_grid
+    from alae.pixels import to_uint8
     from alae.images import image_names, save_image, to_image
     from alae.progress import progress_bar
     from alae.sampling import generate_seeds, parse_seeds, seed_image_name
@@ -97,89 +92,13 @@ def generate(model_path: str, seeds: str | None, outdir: str | None, grid_path: 
                 if outdir is not None:
                     save_image(to_image(x), Path(outdir) / seed_image_name(s))
             if grid_path is not None:
-                kept.append(torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2))
+                kept.append(to_uint8(images).cpu())
             bar.update(len(batch))
     if grid_path is not None:
         label = f"psi {psi}" if psi is not None else "psi 1 (none)"  # as the figures stage's
         save_image(snapshot_grid(torch.cat(kept), label, columns), grid_path)
     where = " and ".join(str(p) for p in (outdir, grid_path) if p is not None)
     click.echo(f"wrote {len(wanted)} samples (noise {noise}) to {where}")
-
-
-def preset_path(name: str, params_path: str | Path = "params.yaml") -> Path:
-    """presets/NAME.yaml beside the params file, else in this checkout; or a path to a file."""
-    candidates = [Path(name)] if name.endswith((".yaml", ".yml")) else [
-        Path(params_path).resolve().parent / "presets" / f"{name}.yaml", PRESETS_DIR / f"{name}.yaml"]
-    for path in candidates:
-        if path.is_file():
-            return path
-    known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-    raise ConfigError(f"preset {name!r}: not found (known: {', '.join(known)})")
-
-
-def _deep_merge(base: Any, new: dict) -> Any:
-    """Write `new`'s values into `base` in place, keeping base's order and comments."""
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
-def _read_preset(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a preset is a mapping of params.yaml sections")
-    return raw
-
-
-def merged_preset(name: str, params_path: str | Path = "params.yaml") -> Params:
-    """params.yaml with the preset written in, validated (nothing is written)."""
-    base = yaml.safe_load(Path(params_path).read_text()) or {}
-    return parse_params(_deep_merge(copy.deepcopy(base), _read_preset(preset_path(name, params_path))))
-
-
-def apply_preset(name: str, params_path: str | Path = "params.yaml") -> Params:
-    """Write the preset's values into params.yaml (comments and order kept where ruamel.yaml, a
-    DVC dependency, is there to round-trip them), after validating the result."""
-    params_path = Path(params_path)
-    preset = _read_preset(preset_path(name, params_path))
-    text = params_path.read_text() if params_path.is_file() else ""
-    params = parse_params(_deep_merge(copy.deepcopy(yaml.safe_load(text) or {}), preset))
-    try:
-        from ruamel.yaml import YAML
-        from ruamel.yaml.comments import CommentedSeq
-    except ImportError:  # plain YAML: valid and complete, without the comments
-        out = yaml.safe_dump(_deep_merge(yaml.safe_load(text) or {}, preset), sort_keys=False)
-    else:
-        rt = YAML()
-        rt.preserve_quotes = True
-        doc = rt.load(text) or {}
-
-        def flow(value: Any) -> Any:  # tables as one-line lists, like the rest of params.yaml
-            if isinstance(value, dict):
-                return {k: flow(v) for k, v in value.items()}
-            if isinstance(value, list):
-                seq = CommentedSeq(value)
-                seq.fa.set_flow_style()
-                return seq
-            return value
-
-        _deep_merge(doc, flow(preset))
-        buf = io.StringIO()
-        rt.dump(doc, buf)
-        out = buf.getvalue()
-    if parse_params(yaml.safe_load(out)) != params:  # the file must say exactly what we checked
-        raise ConfigError(f"{params_path}: writing preset {name!r} would not round-trip")
-    mode = params_path.stat().st_mode & 0o777 if params_path.is_file() else 0o644
-    with atomic_open(params_path, "w") as f:
-        f.write(out)
-    params_path.chmod(mode)  # the temporary file's 0600 would otherwise stay
-    return params
 
 
 @main.command()
@@ -189,8 +108,13 @@ def apply_preset(name: str, params_path: str | Path = "params.yaml") -> Params:
 @exits_cleanly
 def preset(name: str, params_path: str) -> None:
     """Write preset NAME (presets/NAME.yaml: mlp, mnist, celeba-hq256, ffhq) into params.yaml."""
-    apply_preset(name, params_path)
-    click.echo(f"wrote preset {name} into {params_path}")
+    params, changed = apply_preset(name, params_path)
+    for line in changed:
+        click.echo(f"  {line}")
+    click.echo(f"wrote preset {name} into {params_path} ({len(changed)} values changed)")
+    note = preset_note(name, params)
+    if note:
+        click.echo(f"note: {note}", err=True)
 
 
 

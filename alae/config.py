@@ -340,8 +340,3 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     return parse_params(raw)
-
-
-def params_from_dict(raw: dict) -> Params:
-    """Rebuild params saved beside a checkpoint (already validated once)."""
-    return parse_params(raw)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterable, Optional
+from typing import Iterable
 
 import torch
 import torch.distributed as dist
@@ -129,17 +129,3 @@ def ranks_agree(*modules: torch.nn.Module) -> bool:
     both = torch.cat([v, -v])
     dist.all_reduce(both, op=dist.ReduceOp.MAX)
     return torch.equal(both[:len(v)], -both[len(v):])
-
-
-def barrier() -> None:
-    if world()[1] > 1:
-        dist.barrier()
-
-
-def broadcast_object(obj: Optional[object]) -> object:
-    """Rank 0's object on every rank."""
-    if world()[1] == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

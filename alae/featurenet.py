@@ -13,7 +13,6 @@ present without pretending there is a feature space.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -24,7 +23,8 @@ import torch.nn.functional as F
 from alae.config import FeaturenetConfig
 from alae.data import eval_batches, read_manifest, train_batches
 from alae.errors import CheckpointError, DataError
-from alae.io import atomic_open
+from alae.io import atomic_open, file_sha256
+from alae.pixels import from_uint8, to_uint8
 from alae.progress import progress_bar
 
 FORMAT = "alae-featurenet"
@@ -94,7 +94,7 @@ def _load_train(shards_dir, manifest: dict) -> tuple[torch.Tensor, torch.Tensor]
                              desc="featurenet: load train", unit="batch",
                              total=-(-int(manifest["counts"]["train"]) // 1000)):
         # Exact: the loader maps 8-bit pixels to u / 127.5 - 1 at the stored resolution.
-        xs.append(x.add(1).mul(127.5).round().to(torch.uint8))
+        xs.append(to_uint8(x))
         ys.append(y)
     return torch.cat(xs), torch.cat(ys)
 
@@ -107,7 +107,7 @@ def _cached_epochs(images: torch.Tensor, labels: torch.Tensor,
         order = torch.randperm(len(images), generator=order_rng)
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
-            yield images[idx].float().div(127.5).sub(1), labels[idx]
+            yield from_uint8(images[idx]), labels[idx]
 
 
 def _train_stream(shards_dir, manifest: dict, cfg: FeaturenetConfig) -> Iterator[tuple]:
@@ -189,14 +189,6 @@ def save_skipped(path: str | Path, reason: str = "no labels") -> None:
     """The placeholder for an unlabelled dataset: a file of ours that holds no network."""
     with atomic_open(path, "wb") as f:
         torch.save({"format": FORMAT, "version": VERSION, "skipped": reason}, f)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_featurenet(path: str | Path, device: str | torch.device = "cpu") -> tuple[Featurenet, str]:

@@ -12,19 +12,20 @@ from alae.config import FiguresConfig
 from alae.data import eval_batches
 from alae.io import atomic_open
 from alae.nn import ALAE
+from alae.pixels import from_uint8, to_uint8
 
 LABEL_WIDTH = 72  # pixels of left margin for row labels
 PAD = 2
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8; out-of-range pixels are clipped."""
-    return x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+def to_hwc_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8, as PIL takes images."""
+    return to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def grid(rows: Sequence[torch.Tensor], labels: Sequence[str], scale: int = 2) -> Image.Image:
     """One labelled row per tensor of images (N, C, H, W); rows may differ in length."""
-    rows_np = [to_uint8(r) for r in rows]
+    rows_np = [to_hwc_uint8(r) for r in rows]
     h, w, c = rows_np[0].shape[1:]
     h, w = h * scale, w * scale
     ncol = max(len(r) for r in rows_np)
@@ -39,11 +40,6 @@ def grid(rows: Sequence[torch.Tensor], labels: Sequence[str], scale: int = 2) ->
             tile = tile.resize((w, h), Image.NEAREST)
             canvas.paste(tile, (LABEL_WIDTH + PAD + j * (w + PAD), y))
     return canvas
-
-
-def from_uint8(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float in [-1, 1]: the inverse of the snapshots' storage."""
-    return x.float() / 127.5 - 1.0
 
 
 def snapshot_grid(images: torch.Tensor, label: str, columns: int = 8) -> Image.Image:
@@ -69,7 +65,7 @@ def _device(model: ALAE) -> torch.device:
     return next(model.parameters()).device
 
 
-def _latents(model: ALAE, n: int, seed: int) -> torch.Tensor:
+def _seeded_z(model: ALAE, n: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(n, model.latent, generator=gen).to(_device(model))
 
@@ -88,7 +84,7 @@ def samples_figure(model: ALAE, cfg: FiguresConfig, truncate: bool = True) -> Im
     """An uncurated grid: the same fixed-seed z, with truncation (psi, cutoff) or without."""
     psi = cfg.psi if truncate else None
     torch.manual_seed(cfg.seed)  # the generator's per-pixel noise
-    images = model.generate(_latents(model, cfg.samples, cfg.seed), psi=psi, cutoff=cfg.cutoff)
+    images = model.generate(_seeded_z(model, cfg.samples, cfg.seed), psi=psi, cutoff=cfg.cutoff)
     rows = _rows(images, cfg.columns)
     label = f"psi {psi}" if psi is not None else "psi 1 (none)"
     return grid(rows, [label if i == 0 else "" for i in range(len(rows))])

@@ -11,8 +11,9 @@ from PIL import Image, UnidentifiedImageError
 
 from alae.data.sources import load_image
 from alae.errors import UserError
-from alae.figures import grid, to_uint8
+from alae.figures import grid, to_hwc_uint8
 from alae.io import atomic_open
+from alae.pixels import from_uint8
 
 # What a folder's image files are, and what an output file may be called: PIL writes each of
 # these from grayscale (L) and RGB images, the two modes written here.
@@ -93,7 +94,7 @@ def load_usable(paths: Sequence[Path], resolution: int, channels: int,
             continue
         converted += colour != (channels == 3)
         a = np.asarray(img, dtype=np.float32).reshape(resolution, resolution, channels)
-        images.append(torch.from_numpy(a).permute(2, 0, 1) / 127.5 - 1.0)
+        images.append(from_uint8(torch.from_numpy(a).permute(2, 0, 1)))
         kept.append(i)
     if not images:
         more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
@@ -140,7 +141,7 @@ def compare_sheet(inputs: torch.Tensor, outputs: torch.Tensor, input_label: str,
 
 def to_image(x: torch.Tensor) -> Image.Image:
     """One image (C, H, W) in [-1, 1] as a grayscale or RGB picture."""
-    a = to_uint8(x[None])[0]
+    a = to_hwc_uint8(x[None])[0]
     return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
 
 

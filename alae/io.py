@@ -1,9 +1,11 @@
-"""Atomic file output: write a temporary file in the target's folder, flush, fsync, rename.
-A reader (or DVC) sees the old file or the complete new one, never a half-written one."""
+"""Files: atomic output (write a temporary file in the target's folder, flush, fsync, rename: a
+reader, or DVC, sees the old file or the complete new one, never a half-written one), and the
+sha256 that manifests and metrics record of a file."""
 from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -66,3 +68,11 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
         writer.writerows(rows)
     with atomic_open(path, "w") as f:
         f.write(buf.getvalue())
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):  # a shard need not fit in memory
+            h.update(block)
+    return h.hexdigest()

@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from alae import STARTED
+from alae.codedeps import PROJECT_DIR, code_files
 from alae.config import Params
 from alae.errors import Stopped, UserError
 
 EXPERIMENT = "alae"
 KEY_TAG = "alae.run_key"
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-CODE_GLOBS = ("alae/**/*.py", "stages/*.py", "dvc.yaml")
 SQLITE = "sqlite:///"
+PENDING = "pending_metrics.jsonl"  # in the run's working folder: metrics not yet sent
 # SQLite already waits 20 s for a lock (MLflow sets busy_timeout) but gives up at once when two
 # transactions deadlock upgrading a read lock; 8 tries with backoff add up to about half a minute.
 LOCK_ATTEMPTS = 8
@@ -64,9 +64,9 @@ def tracking_uri(root: Optional[Path] = None) -> str:
 
 
 def code_digest(project_dir: Path = PROJECT_DIR) -> str:
+    """The code as DVC sees it (alae/codedeps.py): a change here is a change DVC reruns for."""
     h = hashlib.sha256()
-    files = sorted({p for g in CODE_GLOBS for p in project_dir.glob(g) if p.is_file()})
-    for path in files:
+    for path in code_files(project_dir):
         h.update(path.relative_to(project_dir).as_posix().encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
     return h.hexdigest()
@@ -173,7 +173,7 @@ class PipelineRun:
         self.client = client if isinstance(client, RetryingClient) else RetryingClient(client)
         self.run_id, self.key, self.uri = run_id, key, uri
         self.workdir = workdir
-        self.pending = workdir / "pending_metrics.jsonl"
+        self.pending = workdir / PENDING
         self._retry_at = 0.0
         self._warned = False
 

@@ -47,7 +47,7 @@ from torch.utils.flop_counter import flop_registry
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from alae.cli import merged_preset  # noqa: E402
+from alae.presets import merged_preset  # noqa: E402
 from alae.config import DataConfig, Params, load_params  # noqa: E402
 from alae.data import train_batches, write_shards  # noqa: E402
 from alae.io import write_json  # noqa: E402

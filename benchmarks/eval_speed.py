@@ -41,6 +41,7 @@ from alae.metrics.features import ClassifierFeatures  # noqa: E402
 from alae.metrics.fid import FeatureStats, frechet_distance, save_stats  # noqa: E402
 from alae.metrics.inception import InceptionFeatures, weights_path, write_standin_weights  # noqa
 from alae.nn import build_model  # noqa: E402
+from alae.pixels import to_uint8  # noqa: E402
 
 
 def timed(fn):
@@ -71,7 +72,7 @@ def write_pngs(model, n: int, batch: int, folder: Path, seed: int = 0) -> None:
     z = torch.randn(n, int(model.latent), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         for i, zb in enumerate(z.split(batch)):
-            x = model.generate(zb).clamp(-1, 1).add(1).mul(127.5).round().byte().cpu().numpy()
+            x = to_uint8(model.generate(zb)).cpu().numpy()
             for j, img in enumerate(x):
                 img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
                 Image.fromarray(img).save(folder / f"{i * batch + j:06d}.png")

@@ -18,9 +18,8 @@ import torch  # noqa: E402
 from alae.config import load_params  # noqa: E402
 from alae.data import read_manifest  # noqa: E402
 from alae.errors import exits_cleanly  # noqa: E402
-from alae.featurenet import (file_sha256, save_featurenet, save_skipped,  # noqa: E402
-                             train_featurenet)
-from alae.io import write_json  # noqa: E402
+from alae.featurenet import save_featurenet, save_skipped, train_featurenet  # noqa: E402
+from alae.io import file_sha256, write_json  # noqa: E402
 from alae.tracking import pipeline_run  # noqa: E402
 
 

@@ -11,7 +11,7 @@ from alae.config import parse_params
 from alae.errors import CheckpointError
 from alae.nn import build_model
 
-TINY = {"model": {"latent": 8, "mapping_layers": 2, "hidden": 16}}
+TINY = {"model": {"kind": "style", "latent": 8, "mapping_layers": 2}}
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_presets_are_the_four_reference_configurations():
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_each_preset_validates_and_builds(name):
-    from alae.cli import merged_preset
+    from alae.presets import merged_preset
 
     params = merged_preset(name, Path(__file__).resolve().parents[1] / "params.yaml")
     expected = {"mlp": ("mlp", 50, 32), "mnist": ("style", 32, 32),

@@ -42,35 +42,39 @@ def train_fixed(batches: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
     rank, size = world()
     # float64: rounding differences between one mean of 16 and two means of 8 stay ~1e-16, far
     # below Adam's eps, so Adam's per-element normalisation cannot blow them up to +-lr steps
+    previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    batches = batches.double()
-    torch.manual_seed(0)  # same weights and the same random stream on every rank
-    model = build_model(parse_params({"model": MODEL}).model, 1, 8)
-    ema, opt, prec = make_ema(model), make_optimizers(model, lr, 0.0, 0.99), Precision()
-    cfg = TrainConfig(r1_gamma=10.0, style_mixing=0.9, ema_kimg=0.5)
-    level = Level(1, 0.5)
-    model.set_level(1, 0.5)
-    out: dict[str, torch.Tensor] = {}
-    names = {p: name for name, p in model.named_parameters()}
+    try:  # a failure here must not leave float64 behind for the tests that follow
+        batches = batches.double()
+        torch.manual_seed(0)  # same weights and the same random stream on every rank
+        model = build_model(parse_params({"model": MODEL}).model, 1, 8)
+        ema, opt, prec = make_ema(model), make_optimizers(model, lr, 0.0, 0.99), Precision()
+        cfg = TrainConfig(r1_gamma=10.0, style_mixing=0.9, ema_kimg=0.5)
+        level = Level(1, 0.5)
+        model.set_level(1, 0.5)
+        out: dict[str, torch.Tensor] = {}
+        names = {p: name for name, p in model.named_parameters()}
 
-    def record(optimizer, _args, _kwargs) -> None:
-        update = sum(1 for k in out if k.endswith(".count"))
-        if update < 4:  # the first batch: E+D, F+G, latent E+D, latent F+G
-            out[f"grad.{update}.count"] = torch.tensor(1.0)
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        out[f"grad.{update}.{names[p]}"] = p.grad.clone()
+        def record(optimizer, _args, _kwargs) -> None:
+            update = sum(1 for k in out if k.endswith(".count"))
+            if update < 4:  # the first batch: E+D, F+G, latent E+D, latent F+G
+                out[f"grad.{update}.count"] = torch.tensor(1.0)
+                for group in optimizer.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            out[f"grad.{update}.{names[p]}"] = p.grad.clone()
 
-    for optimizer in (opt.ed, opt.fg):
-        optimizer.register_step_pre_hook(record)
-    for step, real in enumerate(batches):
-        local = real.shape[0] // size
-        train_step(model, ema, opt, real[rank * local:(rank + 1) * local], level, cfg, step, prec)
-    out.update({f"model.{k}": v.clone() for k, v in model.state_dict().items()})
-    torch.set_default_dtype(torch.float32)
-    out.update({f"ema.{k}": v.clone() for k, v in ema.state_dict().items()})
-    return out
+        for optimizer in (opt.ed, opt.fg):
+            optimizer.register_step_pre_hook(record)
+        for step, real in enumerate(batches):
+            local = real.shape[0] // size
+            mine = real[rank * local:(rank + 1) * local]
+            train_step(model, ema, opt, mine, level, cfg, step, prec)
+        out.update({f"model.{k}": v.clone() for k, v in model.state_dict().items()})
+        out.update({f"ema.{k}": v.clone() for k, v in ema.state_dict().items()})
+        return out
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def agreement_after_training(rank: int) -> torch.Tensor:

@@ -288,8 +288,8 @@ def test_every_periodic_hook_on_ends_on_the_weights_of_a_run_without_them(
     weights, EMA and snapshots exactly as a run without them. (Two processes: test_distributed.)"""
     from alae.figures import snapshot_grid
     from alae.train.loop import Hooks, Trainer
+    from alae.train.run import QUICK_FID, quick_fid_hook
 
-    stage = _load_stage("train")
     every = {"kimg": 0.75, "transition_kimg": 0.25, "stabilize_kimg": 0.25,
              "checkpoint_kimg": 0.25, "fid_every_kimg": 0.25, "fid_images": 64}
     params = parse_params({**RAW, "train": {**RAW["train"], **every}})
@@ -303,10 +303,10 @@ def test_every_periodic_hook_on_ends_on_the_weights_of_a_run_without_them(
         snapshot=lambda nimg, lod, images: grids.append(snapshot_grid(images, f"{lod}")),
         checkpoint=lambda t: store.save(t.ema, params, {}, t.state()),
         # built after the Trainer, as the stage does: the featurenet is loaded mid-run
-        quick_fid=stage.quick_fid_hook(params, trainer, str(shards8), str(featurenet8)))
+        quick_fid=quick_fid_hook(params, trainer, str(shards8), str(featurenet8)))
     with_hooks = trainer.run(hooks, progress=False)
 
-    assert sum(stage.QUICK_FID in row for row in reports) == 3
+    assert sum(QUICK_FID in row for row in reports) == 3
     assert len(grids) == 2 and len(store.paths()) == 3
     for name, ref in without.model.state_dict().items():
         assert torch.equal(with_hooks.model.state_dict()[name], ref), name

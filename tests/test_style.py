@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from alae.config import ModelConfig, parse_params
 from alae.nn import build_model
-from alae.train.steps import make_optimizers, mix_styles, sample_w
+from alae.train.steps import crossover_styles, make_optimizers, sample_w
 
 SMALL = ModelConfig(kind="style", latent=16, mapping_layers=2, start_channels=4, max_channels=16)
 
@@ -72,31 +72,32 @@ def test_per_slot_styles_equal_the_broadcast_one(model):
 
 def test_partly_grown_model_works_at_full_resolution(model):
     model.set_level(1, 1.0)  # trained up to 8x8
-    z = torch.randn(2, 16)
-    x = model.generate(z)
+    w = model.mapping(torch.randn(2, 16))
+    x = model.decode(w, noise=False)
     assert x.shape == (2, 3, 32, 32)
-    assert torch.equal(x, F.interpolate(model.generate(z, lod=1, alpha=1.0) * 0 + x[:, :, ::4, ::4],
-                                        scale_factor=4))  # blocks of 4x4 equal pixels
+    # the 8x8 image the model was grown to, each pixel a block of 4x4
+    assert torch.equal(x, F.interpolate(model.decode(w, lod=1, alpha=1.0, noise=False),
+                                        scale_factor=4))
     big = torch.randn(2, 3, 32, 32)
     assert torch.equal(model.encode(big), model.encode(F.avg_pool2d(big, 4), 1, 1.0))
 
 
 def test_style_mixing_uses_w1_below_the_crossover_and_w2_from_it():
     w1, w2 = torch.zeros(3, 5), torch.ones(3, 5)
-    mixed = mix_styles(w1, w2, crossover=3, num_styles=8)
+    mixed = crossover_styles(w1, w2, crossover=3, num_styles=8)
     assert mixed.shape == (3, 8, 5)
     assert torch.equal(mixed[:, :3], torch.zeros(3, 3, 5)) and torch.equal(mixed[:, 3:], torch.ones(3, 5, 5))
 
 
 def test_sample_w_mixes_with_crossovers_uniform_in_1_to_2_lod_plus_2(model, monkeypatch):
     seen = []
-    real_mix = mix_styles
+    real_mix = crossover_styles
 
     def spy(w1, w2, crossover, num_styles):
         seen.append(crossover)
         return real_mix(w1, w2, crossover, num_styles)
 
-    monkeypatch.setattr("alae.train.steps.mix_styles", spy)
+    monkeypatch.setattr("alae.train.steps.crossover_styles", spy)
     torch.manual_seed(0)
     for _ in range(400):
         w = sample_w(model, 2, torch.device("cpu"), lod=1, mixing=0.9)
@@ -134,7 +135,7 @@ def test_adam_betas_and_steps_reach_every_network(model):
 
 
 def test_short_cpu_run_at_8x8_grows_resets_adam_and_lae_falls(shards8):
-    from alae.train.loop import Hooks, train
+    from alae.train.loop import Hooks, Trainer
 
     params = parse_params({
         "lr": 0.002, "seed": 0,
@@ -144,8 +145,8 @@ def test_short_cpu_run_at_8x8_grows_resets_adam_and_lae_falls(shards8):
                   "stabilize_kimg": 1.0, "tick_kimg": 1.0, "ema_kimg": 0.5, "threads": 1},
     })
     grids = []
-    result = train(params, shards8, progress=False, hooks=Hooks(
-        snapshot=lambda nimg, lod, images: grids.append((nimg, lod, images.shape))))
+    result = Trainer(params, shards8).run(Hooks(
+        snapshot=lambda nimg, lod, images: grids.append((nimg, lod, images.shape))), progress=False)
     rows = result.history
     assert [r["lod"] for r in rows] == [0, 0, 1, 1, 1, 1]
     assert [r["resolution"] for r in rows] == [4, 4, 8, 8, 8, 8]
@@ -164,10 +165,10 @@ def test_short_cpu_run_at_8x8_grows_resets_adam_and_lae_falls(shards8):
 
 
 def test_the_mlp_alae_still_trains_through_the_same_loop(tiny_shards):
-    from alae.train.loop import train
+    from alae.train.loop import Trainer
 
     params = parse_params({"model": {"kind": "mlp", "latent": 8, "mapping_layers": 2, "hidden": 32},
                            "train": {"kimg": 0.2, "batch_size": 50, "tick_kimg": 0.1, "threads": 1}})
-    result = train(params, tiny_shards, progress=False)
+    result = Trainer(params, tiny_shards).run(progress=False)
     assert [(r["lod"], r["resolution"], r["batch_size"]) for r in result.history] == [(0, 32, 50)] * 2
     assert result.ema.generate(torch.randn(2, 8), psi=0.7).shape == (2, 1, 32, 32)

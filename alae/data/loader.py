@@ -20,11 +20,13 @@ import webdataset as wds
 from PIL import Image
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from alae.data.shards import read_manifest, shard_sha256
+from alae.data.shards import read_manifest
 from alae.data.sources import SPLITS
 from alae.errors import DataError
+from alae.io import file_sha256
 
-_TO_UNIT = (np.arange(256) / 127.5 - 1.0).astype(np.float32)  # uint8 pixel -> [-1, 1]
+# uint8 pixel -> [-1, 1] as alae/pixels.py, by a table built in float64 (kept as it was)
+_TO_UNIT = (np.arange(256) / 127.5 - 1.0).astype(np.float32)
 Batch = tuple[torch.Tensor, Optional[torch.Tensor]]
 
 
@@ -89,7 +91,7 @@ def _changed(path: Path, manifest: Optional[dict]) -> str:
                 for e in split}.get(Path(path).name)
     if expected is None:
         return ""
-    if shard_sha256(path) == expected:
+    if file_sha256(path) == expected:
         return "; the file is unchanged since it was written: re-run the shard stage"
     return "; the file changed since it was written (sha256 differs from manifest.json)"
 

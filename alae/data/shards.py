@@ -10,7 +10,6 @@ complete, so an interrupted run never leaves a shard set that looks finished.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -25,6 +24,7 @@ import webdataset as wds
 from alae.config import DataConfig, is_pipe_url
 from alae.data.sources import SPLITS, open_source
 from alae.errors import DataError
+from alae.io import file_sha256
 from alae.progress import progress_bar
 
 FORMAT_VERSION = 1
@@ -41,14 +41,6 @@ def encode_png(img) -> bytes:
     # Level 1: shards are written once and decoded often; tiny images barely compress further.
     img.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
-
-
-def shard_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_split(source, split: str, tmp: Path, cfg: DataConfig) -> list[dict]:
@@ -78,7 +70,7 @@ def _write_split(source, split: str, tmp: Path, cfg: DataConfig) -> list[dict]:
                         + (" (raise data.test_fraction or add images)" if split == "test" else ""))
     # ShardWriter opens its first file before any write, so exactly len(counts) shards exist.
     names = [f"{split}-{i:06d}.tar" for i in range(len(counts))]
-    return [{"name": name, "count": n, "sha256": shard_sha256(tmp / name)}
+    return [{"name": name, "count": n, "sha256": file_sha256(tmp / name)}
             for name, n in zip(names, counts)]
 
 

@@ -148,11 +148,6 @@ def instance_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(dim=(2, 3), keepdim=True) + eps)
 
 
-class InstanceNorm(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return instance_norm(x)
-
-
 def channel_stats(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Per-channel mean and standard deviation over H x W, (N, 2C): the instance-norm statistics
     that StyleALAE's encoder maps into w (ALAE sec. 4, eq. 11)."""

@@ -35,6 +35,7 @@ from alae.devices import resolve_device
 from alae.distributed import any_rank, mean_over_ranks, ranks_agree, world
 from alae.errors import Stopped, UserError
 from alae.nn import ALAE, build_model
+from alae.pixels import to_uint8
 from alae.progress import progress_bar
 from alae.train.ema import make_ema
 from alae.train.precision import Precision
@@ -91,7 +92,7 @@ def level_samples(ema: ALAE, z: torch.Tensor, lod: int) -> torch.Tensor:
     noise = torch.Generator(z.device).manual_seed(SNAPSHOT_SEED)
     images = ema.generate(z, lod=lod, alpha=1.0, noise=noise)
     images = F.interpolate(images, size=ema.resolution, mode="nearest").cpu()
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return to_uint8(images)
 
 
 def _all_finite(model: torch.nn.Module) -> bool:
@@ -318,9 +319,3 @@ class Trainer:
         self.snapshots[self.lod] = level_samples(self.ema, fixed_z, self.lod)
         if hooks.snapshot is not None:
             hooks.snapshot(self.nimg, self.lod, self.snapshots[self.lod])
-
-
-def train(params: Params, shards_dir: str | Path, hooks: Hooks = Hooks(),
-          progress: bool = True) -> TrainResult:
-    """A whole run in one go (no resume); the stage uses `Trainer` directly."""
-    return Trainer(params, shards_dir).run(hooks, progress)

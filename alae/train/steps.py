@@ -52,12 +52,14 @@ def _requires_grad(modules: list[nn.Module], flag: bool) -> None:
         m.requires_grad_(flag)
 
 
-def _latents(model: ALAE, n: int, device: torch.device) -> torch.Tensor:
+def _global_z(model: ALAE, n: int, device: torch.device) -> torch.Tensor:
     return global_randn(n, model.latent, device=device)  # this rank's slice of the global batch
 
 
-def mix_styles(w1: torch.Tensor, w2: torch.Tensor, crossover: int, num_styles: int) -> torch.Tensor:
-    """(N, num_styles, latent): w1 on the style slots below `crossover`, w2 from it on."""
+def crossover_styles(w1: torch.Tensor, w2: torch.Tensor, crossover: int,
+                     num_styles: int) -> torch.Tensor:
+    """(N, num_styles, latent): w1 on the style slots below `crossover`, w2 from it on (style
+    mixing regularisation; the figures' `mix_styles` copies chosen slots instead)."""
     slot = torch.arange(num_styles, device=w1.device)[None, :, None]
     return torch.where(slot < crossover, w1[:, None], w2[:, None])
 
@@ -66,14 +68,14 @@ def sample_w(model: ALAE, n: int, device: torch.device, lod: Optional[int] = Non
              mixing: float = 0.0) -> torch.Tensor:
     """w = F(z) for a fresh z, tracked into the running average; with probability `mixing` two
     such w crossed over at a slot drawn uniformly from [1, 2 (lod + 1)]."""
-    w = model.mapping(_latents(model, n, device))
+    w = model.mapping(_global_z(model, n, device))
     model.track_w(w)
     if model.num_styles > 1 and mixing > 0 and torch.rand(()).item() < mixing:
-        w2 = model.mapping(_latents(model, n, device))
+        w2 = model.mapping(_global_z(model, n, device))
         model.track_w(w2)
         lod = model.lod if lod is None else lod
         crossover = int(torch.randint(1, 2 * (lod + 1) + 1, ()).item())
-        w = mix_styles(w, w2, crossover, model.num_styles)
+        w = crossover_styles(w, w2, crossover, model.num_styles)
     return w
 
 
