@@ -36,6 +36,12 @@ from alae.errors import Stopped, UserError
 
 EXPERIMENT = "alae"
 KEY_TAG = "alae.run_key"
+# MLflow 3 opens an experiment in its GenAI (traces) view unless told this is model training:
+# UIs that read the experiment's kind take it from this tag (the "Machine learning" kind);
+# MLflow 3.17's UI follows its GenAI / Machine learning switch instead, or the URL's
+# `workflowType` (`experiment_url`).
+KIND_TAG = "mlflow.experimentKind"
+KIND = "custom_model_development"
 SQLITE = "sqlite:///"
 PENDING = "pending_metrics.jsonl"  # in the run's working folder: metrics not yet sent
 # SQLite already waits 20 s for a lock (MLflow sets busy_timeout) but gives up at once when two
@@ -300,14 +306,22 @@ def _experiment_id(client: Any, uri: str) -> str:
         if location is not None and exp.artifact_location != location:
             _move_artifact_locations(uri[len(SQLITE):], exp.experiment_id, exp.artifact_location,
                                      location)
+        if KIND_TAG not in exp.tags:  # created before the tag was set here
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
     try:
-        return client.create_experiment(EXPERIMENT, artifact_location=location)
+        return client.create_experiment(EXPERIMENT, artifact_location=location,
+                                        tags={KIND_TAG: KIND})
     except MlflowException:  # another process created it a moment ago (a server, not SQLite)
         exp = client.get_experiment_by_name(EXPERIMENT)
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def experiment_url(ui: str, experiment_id: str) -> str:
+    """The experiment's page in the MLflow UI at `ui`, on its runs table (not the traces view)."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def _move_artifact_locations(db: str, exp_id: str, old: str, new: str) -> None:

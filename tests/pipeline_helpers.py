@@ -59,7 +59,7 @@ def init_pipeline_repo(repo: Path) -> Path:
     """A git repository with one commit holding the project's code, `dvc.yaml` and tiny params;
     `dvc init`ed, nothing reproduced yet."""
     repo.mkdir(parents=True, exist_ok=True)
-    for name in ("alae", "stages"):
+    for name in ("alae", "stages", "vendor"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
@@ -69,7 +69,9 @@ def init_pipeline_repo(repo: Path) -> Path:
     run(["git", "config", "user.email", "test@example.com"], repo)
     run(["git", "config", "user.name", "test"], repo)
     run(["dvc", "init", "-q"], repo)
-    run(["dvc", "config", "core.analytics", "false"], repo)
+    # the project's DVC config (no analytics, the offline plots page) and its plot templates
+    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "pipeline"], repo)
     return repo

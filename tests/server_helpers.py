@@ -1,6 +1,9 @@
-"""Helpers for tests that start a real server (the MLflow UI, the team tracking server)."""
+"""Helpers for tests that start a real server (the MLflow UI, the team tracking server) and open
+pages in headless Chromium."""
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import time
@@ -8,6 +11,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# no name resolves: a page that needs the network (a CDN) fails as it would offline
+OFFLINE = ("--host-resolver-rules=MAP * ~NOTFOUND", "--disable-quic")
 
 
 def free_port() -> int:
@@ -28,3 +35,19 @@ def wait_until_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: flo
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"server at {url} did not start:\n{log.read_text()}")
             time.sleep(0.5)
+
+
+def keep_screenshot(shot: Path) -> None:
+    """Copy a test's screenshot into `$SCREENSHOTS_DIR` when set (tests/screenshots/ holds the
+    ones committed), so a reader can look at what the browser showed."""
+    if os.environ.get("SCREENSHOTS_DIR"):
+        Path(os.environ["SCREENSHOTS_DIR"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(os.environ["SCREENSHOTS_DIR"]) / shot.name)
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    """Headless Chromium with a fresh profile, given 15 s of virtual time to run the page's scripts."""
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--virtual-time-budget=15000", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from alae.config import parse_params
-from alae.tracking import KEY_TAG, pipeline_run, run_key
+from alae.tracking import KEY_TAG, KIND, KIND_TAG, pipeline_run, run_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +65,18 @@ def test_artifacts_live_beside_the_sqlite_store(store, tmp_path):
     with pipeline_run(parse_params({}), "figures") as run:
         run.log_artifact(tmp_path / "note.txt")
     assert list((folder / "mlartifacts").rglob("note.txt"))
+
+
+def test_the_experiment_is_marked_as_model_training_new_or_old(store):
+    client, _ = store
+    with pipeline_run(parse_params({}), "train") as run:
+        pass
+    exp_id = client.get_run(run.run_id).info.experiment_id
+    assert client.get_experiment(exp_id).tags[KIND_TAG] == KIND == "custom_model_development"
+    client.delete_experiment_tag(exp_id, KIND_TAG)  # as made before the tag was set
+    with pipeline_run(parse_params({}), "train"):
+        pass
+    assert client.get_experiment(exp_id).tags[KIND_TAG] == KIND
 
 
 def test_unreachable_server_fails_within_seconds_naming_the_uri(tmp_path):

@@ -3,7 +3,6 @@
 Skips, saying why, where Debian's chromium is not installed (`.ci/run` installs it)."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -12,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from alae.config import parse_params
-from alae.tracking import pipeline_run
-from server_helpers import free_port, wait_until_healthy
+from alae.tracking import experiment_url, pipeline_run
+from server_helpers import CHROMIUM, chromium, free_port, keep_screenshot, wait_until_healthy
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
                                  "(apt-get install chromium; .ci/run does it)")]
@@ -47,13 +45,6 @@ def ui(tmp_path, monkeypatch):
         log.close()
 
 
-def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--virtual-time-budget=15000", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
 def test_compare_view_shows_both_runs(ui, tmp_path):
     base, run_ids = ui
     from mlflow.tracking import MlflowClient
@@ -68,3 +59,20 @@ def test_compare_view_shows_both_runs(ui, tmp_path):
     shot = tmp_path / "compare-runs.png"
     chromium(f"--screenshot={shot}", "--window-size=1400,1000", url, profile=tmp_path / "profile-shot")
     assert shot.stat().st_size > 10_000
+
+
+def test_experiment_page_opens_on_the_runs_table(ui, tmp_path):
+    """MLflow 3 shows an experiment as GenAI traces by default, where run names do not appear."""
+    base, run_ids = ui
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    names = [client.get_run(r).info.run_name for r in run_ids]
+    url = experiment_url(base, client.get_run(run_ids[0]).info.experiment_id)
+    dom = chromium("--dump-dom", url, profile=tmp_path / "profile-dom").stdout
+    for name in names:
+        assert name in dom, f"run {name} not on the experiment page {url} (traces view?)"
+    shot = tmp_path / "experiment-runs.png"
+    chromium(f"--screenshot={shot}", "--window-size=1400,800", url, profile=tmp_path / "profile-shot")
+    assert shot.stat().st_size > 10_000
+    keep_screenshot(shot)
