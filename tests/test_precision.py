@@ -24,13 +24,14 @@ def _run(shards, **train):
 
 def test_bf16_losses_track_fp32_within_tolerance(shards8):
     """16 steps at 8x8 (both levels, a transition between): the per-tick mean losses of bf16
-    autocast stay within 0.1 absolute (losses are O(1); bf16 keeps ~3 significant digits, and
-    16 steps of Adam let rounding differences grow a little) of fp32's."""
+    autocast stay within 3% (or 0.1 absolute near zero) of fp32's: bf16 keeps ~3 significant
+    digits, and 16 steps of Adam let rounding differences grow a little. Relative, since early
+    losses are not O(1): R1 on the reference E (gain sqrt 2) starts loss_d near 10."""
     fp32, bf16 = _run(shards8), _run(shards8, precision="bf16")
     assert len(fp32.history) == len(bf16.history) == 4
     for a, b in zip(fp32.history, bf16.history):
         for key in ("loss_d", "loss_g", "lae"):
-            assert b[key] == pytest.approx(a[key], abs=0.1), (key, a, b)
+            assert b[key] == pytest.approx(a[key], rel=0.03, abs=0.1), (key, a, b)
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # master weights fp32
 
 
