@@ -21,8 +21,14 @@ pytestmark = [pytest.mark.slow,
 RUNS = {0.001: 12.5, 0.003: 34.25}  # lr -> fid_classifier
 
 
-@pytest.fixture
-def ui(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    """One store and one `mlflow ui` for the module's tests (a server start is the slow part)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield from _ui(tmp_path_factory.mktemp("ui"), monkeypatch)
+
+
+def _ui(tmp_path, monkeypatch):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     run_ids = []
