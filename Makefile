@@ -34,7 +34,8 @@ test-deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing (Debian packages, for the browser and team-mode tests)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing; the tests that need it will skip, saying so" >&2; \
 	  else \
 	    echo "error: the tests need$$missing: run 'sudo apt-get install$$missing'" >&2; exit 1; \
 	  fi; \
