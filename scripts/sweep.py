@@ -9,7 +9,9 @@ sweeps/<name>.csv, and regenerate the README's table and sweeps/fid_vs_time.png 
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -27,8 +29,18 @@ grid_arg = click.argument("grid_path", type=click.Path(exists=True, dir_okay=Fal
 only_opt = click.option("--only", multiple=True, help="candidate(s) of the grid (default: all)")
 
 
+def _env() -> dict[str, str]:
+    """PATH with this Python's folder first (the project's .venv), so that dvc, its queue
+    workers and the stages' `python` are the project's even when the venv is not activated."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    if shutil.which("dvc", path=path) is None:
+        raise UserError("dvc not found beside this Python or on PATH: run `make setup`, "
+                        "then `source .venv/bin/activate`")
+    return {**os.environ, "PATH": path}
+
+
 def _dvc(*args: str) -> str:
-    out = subprocess.run(["dvc", *args], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(["dvc", *args], cwd=ROOT, capture_output=True, text=True, env=_env())
     if out.returncode != 0:
         raise UserError(f"dvc {' '.join(args)} failed: {(out.stderr or out.stdout).strip()[-500:]}")
     return out.stdout
