@@ -113,7 +113,7 @@ def test_sample_w_mixes_with_crossovers_uniform_in_1_to_2_lod_plus_2(model, monk
 def test_running_average_of_w_and_truncation(model):
     assert torch.equal(model.w_avg, torch.zeros(16))
     w = torch.randn(64, 16) + 3
-    model.track_w(w)
+    model.track_w(w.mean(0))
     assert torch.allclose(model.w_avg, 0.005 * w.mean(0))
     z = torch.randn(5, 16)
     styles = model.truncate(model.mapping(z), psi=0.0, cutoff=8)

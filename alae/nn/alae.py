@@ -12,7 +12,6 @@ from typing import Optional
 import torch
 from torch import nn
 
-from alae.distributed import mean_over_ranks
 from alae.config import ModelConfig
 from alae.nn.layers import EqualConv2d, Noise
 from alae.nn.mlp import EncoderMLP, GeneratorMLP, MappingD, MappingF
@@ -59,10 +58,9 @@ class ALAE(nn.Module):
 
     # --- the truncation trick ---------------------------------------------------------------
     @torch.no_grad()
-    def track_w(self, w: torch.Tensor) -> None:
-        """Update the running average of w with a batch of mapped latents (N, latent)."""
-        # Under data parallelism, the mean of the global batch (equal local batches).
-        self.w_avg.lerp_(mean_over_ranks(w.detach().to(self.w_avg.dtype).mean(0)), 1.0 - W_AVG_BETA)
+    def track_w(self, w_mean: torch.Tensor) -> None:
+        """Update the running average of w with the mean (latent,) of a batch of mapped latents."""
+        self.w_avg.lerp_(w_mean, 1.0 - W_AVG_BETA)
 
     def truncate(self, w: torch.Tensor, psi: float, cutoff: Optional[int] = None) -> torch.Tensor:
         """lerp(w_avg, w, psi) on the first `cutoff` style slots (all when None): (N, S, latent)."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from alae.config import TrainConfig
-from alae.distributed import global_randn, world
+from alae.distributed import average_gradients, global_randn, mean_over_ranks, world
 from alae.nn import ALAE
 from alae.train import losses
 from alae.train.ema import update_ema
@@ -56,6 +56,18 @@ def _global_z(model: ALAE, n: int, device: torch.device) -> torch.Tensor:
     return global_randn(n, model.latent, device=device)  # this rank's slice of the global batch
 
 
+def _track_w(model: ALAE, w: torch.Tensor) -> None:
+    """Feed the running average of w the global batch's mean (equal local batches: the mean of
+    the ranks' means), so `w_avg` is what one process would track."""
+    model.track_w(mean_over_ranks(w.detach().to(model.w_avg.dtype).mean(0)))
+
+
+def _step(precision: Precision, *optimizers: torch.optim.Optimizer) -> None:
+    """Every rank applies the global batch's gradient (a no-op in one process)."""
+    average_gradients(*optimizers)
+    precision.step(*optimizers)
+
+
 def crossover_styles(w1: torch.Tensor, w2: torch.Tensor, crossover: int,
                      num_styles: int) -> torch.Tensor:
     """(N, num_styles, latent): w1 on the style slots below `crossover`, w2 from it on (style
@@ -69,10 +81,10 @@ def sample_w(model: ALAE, n: int, device: torch.device, lod: Optional[int] = Non
     """w = F(z) for a fresh z, tracked into the running average; with probability `mixing` two
     such w crossed over at a slot drawn uniformly from [1, 2 (lod + 1)]."""
     w = model.mapping(_global_z(model, n, device))
-    model.track_w(w)
+    _track_w(model, w)
     if model.num_styles > 1 and mixing > 0 and torch.rand(()).item() < mixing:
         w2 = model.mapping(_global_z(model, n, device))
-        model.track_w(w2)
+        _track_w(model, w2)
         lod = model.lod if lod is None else lod
         crossover = int(torch.randint(1, 2 * (lod + 1) + 1, ()).item())
         w = crossover_styles(w, w2, crossover, model.num_styles)
@@ -103,7 +115,7 @@ def discriminator_step(model: ALAE, opt: Optimizers, real: torch.Tensor, r1_gamm
         loss = loss + losses.r1_penalty(real_logits, real, r1_gamma)
     opt.ed.zero_grad(set_to_none=True)
     precision.backward(loss)
-    precision.step(opt.ed)
+    _step(precision, opt.ed)
     return loss.detach()
 
 
@@ -120,7 +132,7 @@ def generator_step(model: ALAE, opt: Optimizers, batch: int, device: torch.devic
         loss = losses.generator_loss(logits.float())
         opt.fg.zero_grad(set_to_none=True)
         precision.backward(loss)
-        precision.step(opt.fg)
+        _step(precision, opt.fg)
     finally:
         _requires_grad([model.encoder, model.discriminator], True)
     return loss.detach()
@@ -144,7 +156,7 @@ def latent_step(model: ALAE, opt: Optimizers, batch: int, device: torch.device,
     if d_zero_grad_step:
         for p in model.discriminator.parameters():
             p.grad = torch.zeros_like(p)
-    precision.step(opt.ed, opt.fg)
+    _step(precision, opt.ed, opt.fg)
     return loss.detach()
 
 
