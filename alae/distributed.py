@@ -7,11 +7,12 @@ shards), and:
 - draws z and G's per-pixel noise for the whole global batch, keeping its own slice, so the
   union over ranks is exactly what one process would draw (`global_randn`); the style-mixing
   decision and crossover are scalars every rank draws identically;
-- averages gradients over ranks before each optimizer step (`average_gradients`): with equal
+- averages gradients over ranks before each optimizer step (`average_gradients`, called by the
+  training steps): with equal
   local batches, the mean of the local mean-losses' gradients is the global mean-loss gradient,
   R1 included (a per-sample penalty averaged over the batch);
-- averages the batch mean of w over ranks before the running average of w (`mean_over_ranks`),
-  so `w_avg` is the global batch's as in one process.
+- averages the batch mean of w over ranks before the running average of w (`mean_over_ranks`,
+  in the training steps), so `w_avg` is the global batch's as in one process.
 The networks therefore stay bit-identical across ranks (same initial weights, same averaged
 gradients, same Adam arithmetic), and so does the EMA, which needs no communication. Work that
 only rank 0 does (quick FID, sample grids, checkpoints, tracking) must draw nothing from the
@@ -28,8 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterable
-
 import torch
 import torch.distributed as dist
 
@@ -79,22 +78,25 @@ def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
     return t / size
 
 
-def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
-    """Average .grad over ranks in one all-reduce of a flat buffer (None grads stay None: every
-    rank has the same None pattern, since all ran the same graph)."""
+def average_gradients(*optimizers: torch.optim.Optimizer) -> None:
+    """Average the .grad of each optimizer's parameters over ranks, in one all-reduce of a flat
+    buffer per optimizer (None grads stay None: every rank has the same None pattern, since all
+    ran the same graph). A no-op in one process."""
     _, size = world()
     if size == 1:
         return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for opt in optimizers:
+        grads = [p.grad for group in opt.param_groups for p in group["params"]
+                 if p.grad is not None]
+        if not grads:
+            continue
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
 
 
 def any_rank(flag: bool) -> bool:

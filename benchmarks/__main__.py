@@ -51,12 +51,12 @@ from alae.presets import merged_preset  # noqa: E402
 from alae.config import DataConfig, Params, load_params  # noqa: E402
 from alae.data import train_batches, write_shards  # noqa: E402
 from alae.io import write_json  # noqa: E402
-from alae.nn import build_model  # noqa: E402
+from alae.nn import Level, build_model  # noqa: E402
 from alae.train.ema import make_ema  # noqa: E402
 from alae.train.loop import blend_real  # noqa: E402
 from alae.train.precision import Precision  # noqa: E402
 from alae.train.schedule import Schedule  # noqa: E402
-from alae.train.steps import Level, make_optimizers, train_step  # noqa: E402
+from alae.train.steps import make_optimizers, train_step  # noqa: E402
 
 LAZY_INTERVAL = 4
 VARIANTS = {
@@ -137,15 +137,14 @@ class Trial:
         self.batch, self.threads = batch or phase.batch_size, threads
         self.opt = make_optimizers(self.model, phase.lr, self.cfg.beta1, self.cfg.beta2)
         res = self.model.level_resolution(lod)
-        self.level = Level(lod, 0.5 if lod > 0 else 1.0) if self.model.progressive else Level()
-        self.model.set_level(lod, self.level.alpha or 1.0)
+        self.level = Level(lod, 0.5 if lod > 0 else 1.0)  # mid-transition above 4x4
         self.real = torch.rand(self.batch, params.data.channels, res, res) * 2 - 1
         self.steps, self.images, self.seconds = 0, 0, 0.0
         self.step_seconds = {True: [], False: []}  # lazy R1: steps with and without the penalty
 
     def step(self, r1: Optional[bool] = None) -> float:
         """One timed step; `r1` forces a step with or without the penalty (lazy R1 only)."""
-        x = blend_real(self.real, self.level.alpha or 1.0).contiguous(memory_format=self.fmt)
+        x = blend_real(self.real, self.level.alpha).contiguous(memory_format=self.fmt)
         k = self.cfg.r1_interval
         index = self.steps if r1 is None else (0 if r1 else 1)
         with num_threads(self.threads):

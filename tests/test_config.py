@@ -16,6 +16,15 @@ def test_repository_params_are_valid_and_complete():
     assert set(params.flat()) == {k for k in _flat(raw)}
 
 
+def test_the_dataclass_defaults_are_the_shipped_params():
+    """One source of defaults: `parse_params({})` is the configuration params.yaml ships."""
+    shipped = load_params(ROOT / "params.yaml").flat()
+    defaults = parse_params({}).flat()
+    drift = {k: (defaults[k], shipped[k]) for k in shipped if defaults[k] != shipped[k]}
+    assert not drift, ("alae/config.py default vs params.yaml, per key (make them agree): "
+                       + ", ".join(f"{k}: {d!r} vs {s!r}" for k, (d, s) in drift.items()))
+
+
 def _flat(raw, prefix=""):
     for k, v in raw.items():
         if isinstance(v, dict):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from alae.config import ConfigError, DataConfig, parse_params
 from alae.data import eval_batches, open_source, read_manifest, train_batches, write_shards
-from alae.data.loader import decode_png, raw_samples, shard_paths
+from alae.data.format import decode_png, raw_samples, shard_paths
 from alae.data.sources import load_image
 from alae.errors import DataError
 

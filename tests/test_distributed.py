@@ -37,7 +37,8 @@ def train_fixed(batches: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
     from alae.nn import build_model
     from alae.train.ema import make_ema
     from alae.train.precision import Precision
-    from alae.train.steps import Level, make_optimizers, train_step
+    from alae.nn import Level
+    from alae.train.steps import make_optimizers, train_step
 
     rank, size = world()
     # float64: rounding differences between one mean of 16 and two means of 8 stay ~1e-16, far
@@ -51,7 +52,6 @@ def train_fixed(batches: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
         ema, opt, prec = make_ema(model), make_optimizers(model, lr, 0.0, 0.99), Precision()
         cfg = TrainConfig(r1_gamma=10.0, style_mixing=0.9, ema_kimg=0.5)
         level = Level(1, 0.5)
-        model.set_level(1, 0.5)
         out: dict[str, torch.Tensor] = {}
         names = {p: name for name, p in model.named_parameters()}
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from alae.config import ConfigError, DataConfig, parse_params
 from alae.data import eval_batches, read_manifest, train_batches, write_shards
-from alae.data.loader import raw_samples
+from alae.data.format import raw_samples
 from alae.data.sources import FolderSource
 from alae.errors import DataError
 from test_data import write_idx_set

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from alae.config import ModelConfig, TrainConfig
-from alae.nn import build_model
-from alae.train.steps import Level, latent_step, make_optimizers, train_step
+from alae.nn import Level, build_model
+from alae.train.steps import latent_step, make_optimizers, train_step
 
 SMALL = dict(kind="style", latent=16, mapping_layers=2, start_channels=4, max_channels=16)
 

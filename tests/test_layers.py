@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alae.config import ModelConfig
-from alae.nn import build_model
+from alae.nn import Level, build_model
 from alae.nn.layers import EqualLinear, PixelNorm
 
 
@@ -176,10 +176,10 @@ def test_fused_resample_model_matches_the_reference_order_at_every_level():
         results = []
         for model in (plain, fused):
             torch.manual_seed(1)  # the same noise
-            image = model.decode(w, lod, alpha)
+            image = model.decode(w, Level(lod, alpha))
             x = image.detach().requires_grad_()
-            score = model.score(x, lod, alpha)
+            score = model.score(x, Level(lod, alpha))
             (gx,) = torch.autograd.grad(score.sum(), x)
-            results.append((image, model.encode(image, lod, alpha), score, gx))
+            results.append((image, model.encode(image, Level(lod, alpha)), score, gx))
         for a, b in zip(*results):
             torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)

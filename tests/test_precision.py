@@ -41,10 +41,10 @@ def test_channels_last_gives_the_same_update():
     import copy
 
     from alae.nn import build_model
-    from alae.train.steps import Level, discriminator_step, make_optimizers
+    from alae.nn import Level
+    from alae.train.steps import discriminator_step, make_optimizers
 
     model = build_model(parse_params(TINY).model, 1, 8)
-    model.set_level(1, 0.5)
     nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
     real = torch.rand(16, 1, 8, 8) * 2 - 1
     grads = []

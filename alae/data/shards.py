@@ -1,9 +1,5 @@
-"""Write an image source as webdataset shards plus a manifest, atomically.
-
-Layout of a shard folder:
-    train-000000.tar, train-000001.tar, ...   samples `<key>.png` (+ `<key>.cls` when labelled)
-    test-000000.tar, ...
-    manifest.json                             what was written, from what, with sha256 per shard
+"""Write an image source as webdataset shards plus a manifest, atomically (the layout:
+`alae.data.format`).
 
 Everything is written to a temporary sibling folder that replaces the output folder only when
 complete, so an interrupted run never leaves a shard set that looks finished.
@@ -13,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shutil
 from itertools import islice
 from pathlib import Path
@@ -22,18 +17,13 @@ from typing import Any
 import webdataset as wds
 
 from alae.config import DataConfig, is_pipe_url
-from alae.data.sources import SPLITS, open_source
+from alae.data.format import FORMAT_VERSION, MANIFEST, SPLITS
+from alae.data.sources import open_source
 from alae.errors import DataError
 from alae.io import file_sha256
 from alae.progress import progress_bar
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 _MTIME = 946684800  # 2000-01-01T00:00:00Z
-_REQUIRED = ("format_version", "resolution", "channels", "label_names", "counts", "shards")
-# A shard is a plain file beside the manifest: no folder part, no URL scheme (`pipe:...` would be
-# a shell command to webdataset), no leading dot or dash.
-_SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
 def encode_png(img) -> bytes:
@@ -116,39 +106,3 @@ def _replace_dir(new: Path, out: Path) -> None:
         os.replace(out, old)
     os.replace(new, out)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def read_manifest(shards_dir: str | Path) -> dict:
-    """The manifest of a shard folder written by `write_shards`; DataError when missing/invalid."""
-    path = Path(shards_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: shard manifest not found (run the shard stage first)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: unreadable shard manifest ({e})") from None
-    if not isinstance(manifest, dict) or any(k not in manifest for k in _REQUIRED):
-        raise DataError(f"{path}: not a shard manifest written by this project "
-                        f"(needs keys {', '.join(_REQUIRED)})")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise DataError(f"{path}: manifest format {manifest['format_version']!r}, "
-                        f"this code reads {FORMAT_VERSION}: re-run the shard stage")
-    for split in SPLITS:
-        if split not in manifest["shards"] or split not in manifest["counts"]:
-            raise DataError(f"{path}: no {split!r} split listed")
-        _check_entries(path, split, manifest["shards"][split])
-    return manifest
-
-
-def _check_entries(path: Path, split: str, entries: Any) -> None:
-    """Each listed shard is {name, count, sha256} with a plain file name: the loader joins the
-    name to the shard folder, so a name must never reach outside it or read as a URL."""
-    if not isinstance(entries, list):
-        raise DataError(f"{path}: shards.{split} is not a list")
-    for entry in entries:
-        name = entry.get("name") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or not _SHARD_NAME.match(name):
-            raise DataError(f"{path}: shard name {name!r} in the {split} split is not a plain file "
-                            "name (letters, digits, _ . -; no folder, no URL scheme)")
-        if not isinstance(entry.get("count"), int) or not isinstance(entry.get("sha256"), str):
-            raise DataError(f"{path}: shard {name} needs an integer count and a sha256")

@@ -25,11 +25,13 @@ from typing import Iterator, Optional
 
 import numpy as np
 from PIL import Image, ImageOps
+from webdataset.shardlists import expand_urls
 
 from alae.config import DEFAULT_FASHION_MNIST, DataConfig, is_pipe_url
+from alae.data.format import (SPLITS, bad_sample, raw_samples, read_manifest, sample_image,
+                              sample_label, shard_paths, short_reason, tar_samples)
 from alae.errors import DataError
 
-SPLITS = ("train", "test")
 Sample = tuple[str, str, Image.Image, Optional[int]]
 
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -388,7 +390,6 @@ class ShardSource:
     """Shards written by this project, re-encoded at the configured resolution and channels."""
 
     def __init__(self, cfg: DataConfig):
-        from alae.data.shards import read_manifest  # shards.py imports this module
         self.cfg = cfg
         self.root = Path(cfg.source_path)
         self.manifest = read_manifest(self.root)
@@ -399,7 +400,6 @@ class ShardSource:
         return int(self.manifest["counts"][split])
 
     def samples(self, split: str) -> Iterator[Sample]:
-        from alae.data.loader import raw_samples, sample_image, sample_label, shard_paths
         paths = shard_paths(self.root, self.manifest, split)
         labels = self.label_names
         for index, raw in enumerate(raw_samples(paths, self.manifest)):
@@ -421,7 +421,6 @@ class PipeShardSource:
     """
 
     def __init__(self, cfg: DataConfig):
-        from webdataset.shardlists import expand_urls
         self.cfg = cfg
         self.urls = {split: expand_urls(str(cfg.path).replace("{split}", split))
                      for split in SPLITS}
@@ -437,7 +436,6 @@ class PipeShardSource:
         return None
 
     def samples(self, split: str) -> Iterator[Sample]:
-        from alae.data.loader import bad_sample, sample_image, sample_label
         index = 0
         for url in self.urls[split]:
             for raw in _command_samples(url):
@@ -464,7 +462,6 @@ def _command_samples(url: str) -> Iterator[dict]:
     end is checked instead: tar read as a stream takes a damaged header for the end, and only
     the zero blocks of a real end may follow it (damage close to the end can still go unseen).
     """
-    from alae.data.loader import short_reason, tar_samples
     proc = subprocess.Popen(url[len("pipe:"):], shell=True, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     key, failure = None, ""

@@ -1,4 +1,4 @@
 """Networks: equalized-lr layers, the MLP ALAE, and the four networks assembled as one module."""
-from alae.nn.alae import ALAE, build_model
+from alae.nn.alae import ALAE, Level, build_model
 
-__all__ = ["ALAE", "build_model"]
+__all__ = ["ALAE", "Level", "build_model"]

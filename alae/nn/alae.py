@@ -3,22 +3,33 @@ E encodes x to w, D scores w. The discriminator is D∘E, the generator G∘F.
 
 Two architectures (`model.kind`): `style`, the StyleALAE with progressive growing (sec. 4,
 `alae.nn.style`), and `mlp`, the paper's MNIST MLP (sec. 5, `alae.nn.mlp`). The MLP has a single
-level of detail, so `lod`/`alpha` arguments are accepted and ignored there.
+level of detail, so a `Level` is accepted and ignored there.
+
+The level of detail travels one way: a `Level` (the schedule's `Phase.level`). Training passes
+it explicitly and works at the level's own resolution; `train_step` also records it in the
+model's `lod`/`alpha` buffers (the EMA copies them, the checkpoint stores them). Called without
+a level, the networks use the recorded one at the final resolution: what users of a model want.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
 
-from alae.distributed import mean_over_ranks
 from alae.config import ModelConfig
 from alae.nn.layers import EqualConv2d, Noise
 from alae.nn.mlp import EncoderMLP, GeneratorMLP, MappingD, MappingF
 from alae.nn.style import StyleEncoder, StyleSynthesis
 
 W_AVG_BETA = 0.995  # running average of w for the truncation trick (reference `dlatent_avg_beta`)
+
+
+class Level(NamedTuple):
+    """A level of detail: networks at 4 * 2**lod pixels, the newest level blended in by alpha
+    (1 outside transitions)."""
+    lod: int
+    alpha: float = 1.0
 
 
 class ALAE(nn.Module):
@@ -47,22 +58,18 @@ class ALAE(nn.Module):
         return int(self.synthesis.lod) if self.progressive else 0
 
     @torch.no_grad()
-    def set_level(self, lod: int, alpha: float) -> None:
-        """Record the level training has reached: calls without `lod` then use it."""
+    def set_level(self, level: Level) -> None:
+        """Record the level training has reached: calls without a level then use it."""
         if self.progressive:
             for net in (self.synthesis, self.encoder):
-                net.lod.fill_(lod)
-                net.alpha.fill_(alpha)
-
-    def _level(self, lod: Optional[int], alpha: Optional[float]) -> dict:
-        return {"lod": lod, "alpha": alpha} if self.progressive else {}
+                net.lod.fill_(level.lod)
+                net.alpha.fill_(level.alpha)
 
     # --- the truncation trick ---------------------------------------------------------------
     @torch.no_grad()
-    def track_w(self, w: torch.Tensor) -> None:
-        """Update the running average of w with a batch of mapped latents (N, latent)."""
-        # Under data parallelism, the mean of the global batch (equal local batches).
-        self.w_avg.lerp_(mean_over_ranks(w.detach().to(self.w_avg.dtype).mean(0)), 1.0 - W_AVG_BETA)
+    def track_w(self, w_mean: torch.Tensor) -> None:
+        """Update the running average of w with the mean (latent,) of a batch of mapped latents."""
+        self.w_avg.lerp_(w_mean, 1.0 - W_AVG_BETA)
 
     def truncate(self, w: torch.Tensor, psi: float, cutoff: Optional[int] = None) -> torch.Tensor:
         """lerp(w_avg, w, psi) on the first `cutoff` style slots (all when None): (N, S, latent)."""
@@ -74,32 +81,34 @@ class ALAE(nn.Module):
         return styles if self.progressive else styles[:, 0]
 
     # --- what users of a trained model call -------------------------------------------------
+    # `level`: None is the recorded level at the final resolution (see the module docstring).
     def generate(self, z: torch.Tensor, psi: Optional[float] = None, cutoff: Optional[int] = None,
-                 lod: Optional[int] = None, alpha: Optional[float] = None,
-                 noise: Noise = True) -> torch.Tensor:
+                 level: Optional[Level] = None, noise: Noise = True) -> torch.Tensor:
         """G(F(z)); with `psi`, truncated towards the average w on the first `cutoff` styles."""
         w = self.mapping(z)
         if psi is not None:
             w = self.truncate(w, psi, cutoff)
-        return self.decode(w, lod, alpha, noise)
+        return self.decode(w, level, noise)
 
-    def encode(self, x: torch.Tensor, lod: Optional[int] = None,
-               alpha: Optional[float] = None) -> torch.Tensor:
-        return self.encoder(x, **self._level(lod, alpha))
+    def encode(self, x: torch.Tensor, level: Optional[Level] = None) -> torch.Tensor:
+        if self.progressive and level is not None:
+            return self.encoder(x, level.lod, level.alpha)
+        return self.encoder(x)
 
-    def decode(self, w: torch.Tensor, lod: Optional[int] = None, alpha: Optional[float] = None,
+    def decode(self, w: torch.Tensor, level: Optional[Level] = None,
                noise: Noise = True) -> torch.Tensor:
-        if self.progressive:
-            return self.synthesis(w, lod=lod, alpha=alpha, noise=noise)
-        return self.synthesis(w)
+        if not self.progressive:
+            return self.synthesis(w)
+        if level is None:
+            return self.synthesis(w, noise=noise)
+        return self.synthesis(w, level.lod, level.alpha, noise=noise)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
-    def score(self, x: torch.Tensor, lod: Optional[int] = None,
-              alpha: Optional[float] = None) -> torch.Tensor:
+    def score(self, x: torch.Tensor, level: Optional[Level] = None) -> torch.Tensor:
         """Real/fake logit of images: D(E(x))."""
-        return self.discriminator(self.encode(x, lod, alpha))
+        return self.discriminator(self.encode(x, level))
 
     def generator_parameters(self) -> list[nn.Parameter]:
         return [*self.mapping.parameters(), *self.synthesis.parameters()]

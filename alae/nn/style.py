@@ -9,8 +9,9 @@ an explicit `(lod, alpha)` while training. While level `lod` blends in (alpha < 
 At alpha = 0 both are exactly the previous level's networks.
 
 Called without `lod`, they use the level reached by training (buffers `lod` and `alpha`, which
-the loop sets and the checkpoint stores) and work at the final resolution: G upsamples its output
-and E average-pools its input as needed, so a partly grown model still maps full-size images.
+`train_step` records and the checkpoint stores) and work at the final resolution: G upsamples
+its output and E average-pools its input as needed, so a partly grown model still maps
+full-size images.
 """
 from __future__ import annotations
 

@@ -34,13 +34,13 @@ from alae.data import read_manifest, train_batches
 from alae.devices import resolve_device
 from alae.distributed import any_rank, mean_over_ranks, ranks_agree, world
 from alae.errors import Stopped, UserError
-from alae.nn import ALAE, build_model
+from alae.nn import ALAE, Level, build_model
 from alae.pixels import to_uint8
 from alae.progress import progress_bar
 from alae.train.ema import make_ema
 from alae.train.precision import Precision
 from alae.train.schedule import Phase, Schedule
-from alae.train.steps import Level, Optimizers, make_optimizers, train_step
+from alae.train.steps import Optimizers, make_optimizers, train_step
 
 SNAPSHOT_SEED = 1234  # the fixed latents of the per-level sample grids
 SNAPSHOT_SAMPLES = 32
@@ -90,7 +90,7 @@ def level_samples(ema: ALAE, z: torch.Tensor, lod: int) -> torch.Tensor:
     a generator of its own, so a snapshot neither depends on nor moves the training's random
     stream, and is what one process draws whatever the number of ranks."""
     noise = torch.Generator(z.device).manual_seed(SNAPSHOT_SEED)
-    images = ema.generate(z, lod=lod, alpha=1.0, noise=noise)
+    images = ema.generate(z, level=Level(lod), noise=noise)
     images = F.interpolate(images, size=ema.resolution, mode="nearest").cpu()
     return to_uint8(images)
 
@@ -206,7 +206,6 @@ class Trainer:
     def _open_level(self, lod: int, batch_size: int, lr: float, skip: int = 0) -> None:
         """A fresh stream per level, at the level's resolution and batch, seeded by both; and
         fresh Adams (the reference resets them at each level)."""
-        self.model.set_level(lod, 1.0)
         local = batch_size // self.world  # config checks divisibility by train.nproc
         self.batches = train_batches(self.shards_dir, self.model.level_resolution(lod), local,
                                      seed=self.params.seed * 1000 + lod, rank=self.rank,
@@ -234,13 +233,11 @@ class Trainer:
                     self._open_level(phase.lod, phase.batch_size, phase.lr)
                 for group in (*self.opt.ed.param_groups, *self.opt.fg.param_groups):
                     group["lr"] = phase.lr
-                model.set_level(phase.lod, phase.alpha)
-                level = Level(phase.lod, phase.alpha) if model.progressive else Level()
                 real, _ = next(self.batches)
                 self.batches_drawn += 1
                 real = blend_real(real.to(device, non_blocking=True), phase.alpha)
                 real = real.contiguous(memory_format=self.memory_format)
-                sums += train_step(model, self.ema, self.opt, real, level, cfg, self.steps,
+                sums += train_step(model, self.ema, self.opt, real, phase.level, cfg, self.steps,
                                    self.precision).float()
                 self.steps += 1
                 n = real.shape[0] * self.world  # images of the global batch

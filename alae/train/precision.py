@@ -16,7 +16,6 @@ from typing import Optional
 
 import torch
 
-from alae.distributed import average_gradients
 from alae.errors import UserError
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -42,9 +41,7 @@ class Precision:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def step(self, *optimizers: torch.optim.Optimizer) -> None:
-        """Average gradients over data-parallel ranks (a no-op in one process), then step."""
-        for opt in optimizers:
-            average_gradients(p for group in opt.param_groups for p in group["params"])
+        """Step each optimizer (through the scaler under fp16: its gradients are still scaled)."""
         for opt in optimizers:
             if self.scaler is not None:
                 self.scaler.step(opt)  # skips the step when the scaled gradients overflowed

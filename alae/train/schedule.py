@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from alae.config import Params, table_entry
+from alae.nn import Level
 
 
 class Phase(NamedTuple):
@@ -20,6 +21,10 @@ class Phase(NamedTuple):
     alpha: float      # blend of the newest level, 1 outside transitions
     batch_size: int   # global batch size
     lr: float         # learning rate of both optimizers
+
+    @property
+    def level(self) -> Level:
+        return Level(self.lod, self.alpha)
 
 
 @dataclass(frozen=True)
