@@ -202,6 +202,7 @@ class EvaluateConfig:
         _require("evaluate.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
         _choice("evaluate.features", self.features, ("classifier", "inception"))
         _require("evaluate.ppl_samples", self.ppl_samples, self.ppl_samples >= 2, ">= 2")
+        _require("evaluate.seed", self.seed, self.seed >= 0, ">= 0")
         _require("evaluate.probe_train", self.probe_train, self.probe_train >= 2, ">= 2")
         _require("evaluate.device", self.device,
                  self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

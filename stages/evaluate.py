@@ -17,7 +17,7 @@ from alae.checkpoint import load_model  # noqa: E402
 from alae.config import load_params  # noqa: E402
 from alae.errors import CheckpointError, exits_cleanly  # noqa: E402
 from alae.io import write_json  # noqa: E402
-from alae.metrics import evaluate_model, note, provenance  # noqa: E402
+from alae.metrics import METRICS_PROTOCOL, evaluate_model, note, provenance  # noqa: E402
 from alae.devices import resolve_device  # noqa: E402
 from alae.metrics.features import ClassifierFeatures, load_extractor  # noqa: E402
 from alae.metrics.ppl import choose_distance  # noqa: E402
@@ -64,9 +64,10 @@ def main(params_path: str, model_path: str, featurenet: str, refstats: str, shar
     with pipeline_run(params, "evaluate") as run:
         metrics = evaluate_model(model, extractor, shards, cfg, reference=reference,
                                  ppl_distance=distance)
-        write_json(out, metrics)
+        # The protocol beside the numbers, so that `dvc exp show` shows which one each run used.
+        write_json(out, {**metrics, "metrics_protocol": METRICS_PROTOCOL})
         run.log_metrics(metrics)
-        # Every classifier-space number is tied to the exact featurenet file it came from.
+        # Every number is tied to its protocol and to the exact featurenet file it came from.
         run.set_tags({f"alae.{k}": v for k, v in provenance(extractor, distance).items()})
         if meta.get("run_key") != run.key:
             run.set_tags({"alae.trained_by": meta.get("run_id", "unknown")})

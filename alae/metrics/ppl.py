@@ -16,9 +16,10 @@ The metric key names the distance: `ppl_full_classifier`, `ppl_end_lpips`, ...
 
 Notes. `end` takes t in {0, 1} (the paper's "path endpoints"); StyleGAN's code uses t = 0 only,
 which has the same distribution to first order in eps. `full` and `end` use the same z pairs for a
-seed. Both images of a pair get the same per-pixel noise (the global RNG is re-seeded before each
-of the two synthesis calls), as StyleGAN holds noise fixed within a pair. Images are not clamped:
-the metric measures the generator's own path.
+seed. Sample i's z0, z1, t and per-pixel noise come from seeds of (seed, i) alone
+(alae/metrics/draws.py), so no number depends on the batch size; both images of a pair get the
+same noise, as StyleGAN holds noise fixed within a pair. Images are not clamped: the metric
+measures the generator's own path.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from alae.metrics import draws
 
 EPSILON = 1e-4
 SAMPLINGS = ("full", "end")
@@ -101,17 +104,18 @@ def choose_distance(classifier, device: str | torch.device = "cpu") -> Optional[
 
 def draw_pairs(n: int, latent: int, seed: int,
                sampling: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(z0, z1, t), all drawn at once from one seeded generator (so batch size does not matter);
-    the z pairs are the same for both samplings."""
+    """(z0, z1, t): sample i's from its own generator (alae/metrics/draws.py), so neither batch
+    size nor n changes a sample; z0 and z1 are drawn first, so both samplings share the pairs."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling {sampling!r} is not one of {', '.join(SAMPLINGS)}")
-    g = torch.Generator().manual_seed(seed)
-    z0 = torch.randn(n, latent, generator=g)
-    z1 = torch.randn(n, latent, generator=g)
-    if sampling == "full":
-        t = torch.rand(n, generator=g)
-    else:
-        t = torch.randint(0, 2, (n,), generator=g).float()
+    z0, z1, t = torch.empty(n, latent), torch.empty(n, latent), torch.empty(n)
+    for i, g in enumerate(draws.image_generators(seed, "ppl", draws.LATENT, range(n))):
+        z0[i].normal_(generator=g)
+        z1[i].normal_(generator=g)
+        if sampling == "full":
+            t[i] = torch.rand((), generator=g)
+        else:
+            t[i] = torch.randint(0, 2, (), generator=g)
     return z0, z1, t
 
 
@@ -119,24 +123,25 @@ def draw_pairs(n: int, latent: int, seed: int,
 def path_lengths(model: torch.nn.Module, distance: Callable, n: int, sampling: str, seed: int,
                  batch_size: int, eps: float = EPSILON, progress: bool = True) -> np.ndarray:
     """The n unfiltered samples l (float64) of the module docstring, for `model.mapping` (F) and
-    `model.synthesis` (G)."""
+    `model.decode` (G, which takes G's per-pixel noise as `noise`)."""
     z0, z1, t = draw_pairs(n, int(model.latent), seed, sampling)
-    device = next(model.parameters()).device
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
     cuda = [device] if device.type == "cuda" else []
     out = []
     starts = range(0, n, batch_size)
     bar = tqdm(starts, desc=f"evaluate: ppl {sampling}", file=sys.stderr, unit="batch",
                disable=not progress)
-    with torch.random.fork_rng(devices=cuda):
-        for i, s in enumerate(bar):
-            w0 = model.mapping(z0[s:s + batch_size].to(device))
-            w1 = model.mapping(z1[s:s + batch_size].to(device))
+    with torch.random.fork_rng(devices=cuda):   # the caller's RNG is left where it was
+        for s in bar:
+            samples = range(s, min(s + batch_size, n))
+            w0 = model.mapping(z0[s:s + batch_size].to(device, dtype))
+            w1 = model.mapping(z1[s:s + batch_size].to(device, dtype))
             tb = t[s:s + batch_size].to(device, w0.dtype)[:, None]
-            noise_seed = seed * 1_000_003 + i
-            torch.manual_seed(noise_seed)
-            a = model.synthesis(torch.lerp(w0, w1, tb))
-            torch.manual_seed(noise_seed)
-            b = model.synthesis(torch.lerp(w0, w1, tb + eps))
+            # Two ImageNoise objects of the same seeds: both images of a pair get one noise.
+            a = model.decode(torch.lerp(w0, w1, tb), noise=draws.noise(seed, "ppl", samples))
+            b = model.decode(torch.lerp(w0, w1, tb + eps),
+                             noise=draws.noise(seed, "ppl", samples))
             out.append(distance(a, b).double().cpu() / eps ** 2)
     return torch.cat(out).numpy()
 

@@ -93,8 +93,8 @@ class ALAE(nn.Module):
             return self.synthesis(w, lod=lod, alpha=alpha, noise=noise)
         return self.synthesis(w)
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+    def reconstruct(self, x: torch.Tensor, noise: Noise = True) -> torch.Tensor:
+        return self.decode(self.encode(x), noise=noise)
 
     def score(self, x: torch.Tensor, lod: Optional[int] = None,
               alpha: Optional[float] = None) -> torch.Tensor:
