@@ -22,7 +22,6 @@ from alae.errors import UserError
 from alae.featurenet import save_featurenet, train_featurenet
 from alae.metrics import (METRICS_PROTOCOL, evaluate_model, metric_names, provenance,
                           register)
-from alae.metrics import ppl as ppl_mod
 from alae.metrics.features import ClassifierFeatures, load_extractor, resize
 from alae.metrics.fid import FeatureStats, frechet_distance, load_stats, save_stats
 from alae.metrics.refstats import compute_reference, load_reference, write_reference
@@ -296,8 +295,7 @@ def test_registry_and_provenance(extractor, tiny_shards):
                                      "featurenet_sha256": extractor.sha256}
 
 
-def test_every_metric_on_a_tiny_mlp_alae(extractor, tiny_shards, monkeypatch):
-    monkeypatch.setattr(ppl_mod, "lpips_available", lambda: False)
+def test_every_metric_on_a_tiny_mlp_alae(extractor, tiny_shards):
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind="mlp", latent=8, mapping_layers=2, hidden=32), 1, 32)
     model.eval().requires_grad_(False)
@@ -308,10 +306,22 @@ def test_every_metric_on_a_tiny_mlp_alae(extractor, tiny_shards, monkeypatch):
     assert m["ppl_full_classifier"] > 0 and m["ppl_end_classifier"] > 0
 
 
+def test_lpips_chosen_without_its_weights_stops_in_one_line(extractor, tiny_shards, monkeypatch,
+                                                             tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))   # whether or not lpips is installed
+    cfg = EvaluateConfig(num_images=100, batch_size=100, ppl_samples=40, ppl_distance="lpips")
+    with pytest.raises(UserError, match="evaluate.ppl_distance lpips") as e:
+        evaluate_model(Double(32), extractor, tiny_shards, cfg, ["fid", "ppl_full"])
+    assert "\n" not in str(e.value)
+
+
 def test_evaluate_config_validation():
     assert parse_params({"evaluate": {"features": "inception"}}).evaluate.features == "inception"
+    assert parse_params({}).evaluate.ppl_distance == "classifier"
+    assert parse_params({"evaluate": {"ppl_distance": "lpips"}}).evaluate.ppl_distance == "lpips"
     for bad, key in [({"features": "vgg"}, "evaluate.features"),
                      ({"ppl_samples": 1}, "evaluate.ppl_samples"),
+                     ({"ppl_distance": "vgg"}, "evaluate.ppl_distance"),
                      ({"seed": -1}, "evaluate.seed"),
                      ({"probe_train": 0}, "evaluate.probe_train"),
                      ({"device": "tpu"}, "evaluate.device")]:

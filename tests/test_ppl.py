@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from alae.config import ModelConfig
+from alae.errors import UserError
 from alae.metrics import ppl as ppl_mod
-from alae.metrics.ppl import (EPSILON, FeatureDistance, choose_distance, draw_pairs,
+from alae.metrics.ppl import (EPSILON, FeatureDistance, draw_pairs, load_distance,
                               filtered_mean, path_lengths, perceptual_path_length)
 from alae.nn import build_model
 from alae.nn.layers import NoiseInjection, pixel_noise
@@ -151,16 +152,27 @@ def test_tiny_models(tiny_model):
                                   progress=False) != full
 
 
-def test_distance_choice(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    assert not ppl_mod.lpips_available()       # no VGG weights in an empty hub cache
-    d = choose_distance(PixelFeatures())
+def test_distance_is_the_param_and_lpips_says_what_it_lacks(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))   # an empty hub cache
+    d = load_distance("classifier", PixelFeatures())
     assert isinstance(d, FeatureDistance) and d.name == "classifier"
-    assert choose_distance(None) is None
+    assert load_distance("classifier", None) is None    # no featurenet: PPL skipped
+    with pytest.raises(ValueError, match="mahalanobis"):
+        load_distance("mahalanobis", PixelFeatures())
+    # lpips chosen: one line naming what is missing, never the classifier instead
     monkeypatch.setattr(ppl_mod.importlib.util, "find_spec", lambda name: None)
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "hub" / "checkpoints" / ppl_mod.VGG_FILE).write_bytes(b"")
-    assert not ppl_mod.lpips_available()       # weights without the package: still no LPIPS
+    with pytest.raises(UserError, match="lpips package is not installed") as e:
+        load_distance("lpips", PixelFeatures())
+    assert "\n" not in str(e.value)
+    monkeypatch.setattr(ppl_mod.importlib.util, "find_spec", lambda name: object())
+    with pytest.raises(UserError) as e:
+        load_distance("lpips", PixelFeatures())
+    vgg = tmp_path / "hub" / "checkpoints" / ppl_mod.VGG_FILE
+    assert str(vgg) in str(e.value) and ppl_mod.VGG_URL in str(e.value)
+    assert "\n" not in str(e.value)
+    vgg.parent.mkdir(parents=True)
+    vgg.write_bytes(b"")
+    assert ppl_mod.lpips_missing() is None
 
 
 def test_epsilon_is_stylegans():

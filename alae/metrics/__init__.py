@@ -17,7 +17,7 @@ by the loader when it is lower than the stored one; every image clamped to [-1, 
 - `fid_floor`: the first min(`num_images`, train count) train images against the reference: what
   the real data scores at the same sample sizes as `fid`, i.e. the best `fid` can be;
 - `ppl_full`, `ppl_end`: perceptual path length in W space over `ppl_samples` pairs
-  (alae/metrics/ppl.py), with LPIPS when its weights are present, else the classifier distance;
+  (alae/metrics/ppl.py), with the distance `evaluate.ppl_distance` (classifier or lpips);
 - `probe`: `probe_acc`, a linear SVM on E(x) of the first `probe_train` train images scored on
   every test image, and `probe_acc_pixels`, the same on pixels (alae/metrics/probe.py); skipped,
   with a note, when the data has no labels.
@@ -40,7 +40,7 @@ from alae.data import eval_batches, read_manifest
 from alae.metrics import draws
 from alae.metrics.features import resize
 from alae.metrics.fid import FeatureStats, frechet_distance
-from alae.metrics.ppl import PathDistance, choose_distance, perceptual_path_length
+from alae.metrics.ppl import PathDistance, load_distance, perceptual_path_length
 from alae.metrics.probe import PIXEL_RESOLUTION, linear_probe
 
 # What the numbers mean for one model and params (how images are drawn, sample sizes, distances):
@@ -103,7 +103,7 @@ class Evaluation:
 
     `needs` names the metrics that will be asked for, so a pass computes only what they use.
     `reference`: precomputed test-split statistics in the extractor's space (refstats stage).
-    `ppl_distance`: the PPL distance; None picks LPIPS or the classifier (`choose_distance`).
+    `ppl_distance`: the PPL distance; None loads `cfg.ppl_distance` (`load_distance`).
     """
 
     def __init__(self, model: torch.nn.Module, extractor, shards_dir: str | Path,
@@ -132,8 +132,9 @@ class Evaluation:
             raise ValueError(f"reference statistics are {reference.dim}-d, "
                              f"the {self.space} space is {extractor.dim}-d")
         if ppl_distance is None and {"ppl_full", "ppl_end"} & needs:
-            ppl_distance = choose_distance(extractor if self.space == "classifier" else None,
-                                           self.device)
+            ppl_distance = load_distance(cfg.ppl_distance,
+                                         extractor if self.space == "classifier" else None,
+                                         self.device)
         self.ppl_distance = ppl_distance
         extractor.to(self.device)
 
@@ -274,8 +275,8 @@ def _mse(ev: Evaluation) -> dict[str, float]:
 
 def _ppl(ev: Evaluation, sampling: str) -> dict[str, float]:
     if ev.ppl_distance is None:
-        note(f"ppl_{sampling} skipped: no LPIPS weights and no classifier features "
-             "(the dataset has no labels)")
+        note(f"ppl_{sampling} skipped: no classifier features for evaluate.ppl_distance "
+             "classifier (the dataset has no labels; lpips needs none)")
         return {}
     return {f"ppl_{sampling}_{ev.ppl_distance.name}": ev.ppl(sampling)}
 

@@ -6,12 +6,13 @@ For pairs z0, z1 ~ N(0, I) with w_i = F(z_i), and t ~ U(0, 1) (`full`) or t in {
     l = d(G(lerp(w0, w1, t)), G(lerp(w0, w1, t + eps))) / eps²,    eps = 1e-4
 
 and PPL is the mean of l over the samples between the 1st and 99th percentiles (inclusive, with
-numpy's `lower`/`higher` percentile methods, as StyleGAN). The distance d is
-- `lpips`: LPIPS-VGG16 (the paper's), used only when the `lpips` package and torchvision's VGG16
-  weights are already present; images above 256 px are area-downsampled to 256 as StyleGAN does;
-- `classifier`: otherwise, the squared L2 distance between unit-normalised featurenet features
-  (LPIPS's form on one layer). Its numbers compare only with other `ppl_*_classifier` numbers
-  from the same featurenet file.
+numpy's `lower`/`higher` percentile methods, as StyleGAN). The distance d is `evaluate.ppl_distance`:
+- `classifier` (default, offline): the squared L2 distance between unit-normalised featurenet
+  features (LPIPS's form on one layer). Its numbers compare only with other `ppl_*_classifier`
+  numbers from the same featurenet file;
+- `lpips`: LPIPS-VGG16 (the paper's); needs the `lpips` package and torchvision's VGG16 weights
+  already in the torch hub cache, else one error line says which is missing (never a silent
+  fallback); images above 256 px are area-downsampled to 256 as StyleGAN does.
 The metric key names the distance: `ppl_full_classifier`, `ppl_end_lpips`, ...
 
 Notes. `end` takes t in {0, 1} (the paper's "path endpoints"); StyleGAN's code uses t = 0 only,
@@ -33,11 +34,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from alae.errors import UserError
 from alae.metrics import draws
 
 EPSILON = 1e-4
 SAMPLINGS = ("full", "end")
 VGG_FILE = "vgg16-397923af.pth"   # torchvision's ImageNet VGG16, which lpips loads
+VGG_URL = f"https://download.pytorch.org/models/{VGG_FILE}"
+DISTANCES = ("classifier", "lpips")
 
 
 class PathDistance(Protocol):
@@ -69,7 +73,7 @@ class LpipsDistance:
     name = "lpips"
 
     def __init__(self, device: str | torch.device = "cpu"):
-        import lpips   # optional dependency, present only when lpips_available()
+        import lpips   # optional dependency: load_distance checks that it is there
 
         self.net = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False).to(device)
         self.device = torch.device(device)
@@ -87,19 +91,32 @@ class LpipsDistance:
         return {"ppl_distance": "lpips-vgg16"}
 
 
-def lpips_available() -> bool:
-    """The `lpips` package is installed and VGG16's weights are in the torch hub cache (no
-    download is attempted: without them, PPL uses the classifier distance and says so)."""
+def lpips_missing() -> Optional[str]:
+    """What LPIPS lacks here, in words, or None: the `lpips` package, or torchvision's VGG16
+    weights in the torch hub cache (never downloaded here: the choice is `evaluate.ppl_distance`,
+    and a run that asked for LPIPS must not depend on the network)."""
     if importlib.util.find_spec("lpips") is None:
-        return False
-    return (Path(torch.hub.get_dir()) / "checkpoints" / VGG_FILE).is_file()
+        return "the lpips package is not installed (pip install lpips)"
+    path = Path(torch.hub.get_dir()) / "checkpoints" / VGG_FILE
+    if not path.is_file():
+        return f"torchvision's VGG16 weights are missing: place {path} (from {VGG_URL})"
+    return None
 
 
-def choose_distance(classifier, device: str | torch.device = "cpu") -> Optional[PathDistance]:
-    """LPIPS when available, else the classifier's feature distance, else None (no PPL)."""
-    if lpips_available():
+def load_distance(name: str, classifier, device: str | torch.device = "cpu"
+                  ) -> Optional[PathDistance]:
+    """PPL's distance `evaluate.ppl_distance`: `lpips` (UserError naming what is missing when it
+    cannot be had) or `classifier`, the feature distance of `classifier` (None when there is no
+    featurenet: the data has no labels, and PPL is skipped with a note)."""
+    if name == "lpips":
+        missing = lpips_missing()
+        if missing:
+            raise UserError(f"evaluate.ppl_distance lpips: {missing}; or set "
+                            "evaluate.ppl_distance: classifier")
         return LpipsDistance(device)
-    return FeatureDistance(classifier) if classifier is not None else None
+    if name == "classifier":
+        return FeatureDistance(classifier) if classifier is not None else None
+    raise ValueError(f"PPL distance {name!r} is not one of {', '.join(DISTANCES)}")
 
 
 def draw_pairs(n: int, latent: int, seed: int,
