@@ -148,10 +148,10 @@ def test_evaluate_in_inception_space(torch_home, tmp_path, fashion_mnist):
             self.anchor = torch.nn.Parameter(torch.zeros(()))
             self.latent, self.resolution, self.channels = 4, 32, 1
 
-        def generate(self, z):
+        def generate(self, z, noise=True):
             return torch.tanh(z.sum(1))[:, None, None, None].expand(-1, 1, 32, 32)
 
-        def reconstruct(self, x):
+        def reconstruct(self, x, noise=True):
             return x
 
     # Block 64 keeps the test fast; the key names the space it was computed in.
