@@ -200,6 +200,7 @@ class EvaluateConfig:
     features: str = "classifier"  # FID feature space: classifier (the featurenet) or inception
     seed: int = 0
     ppl_samples: int = 2000      # PPL pairs per sampling (StyleGAN used 100k, the paper 50k)
+    ppl_distance: str = "classifier"  # PPL's image distance: classifier (featurenet) | lpips
     probe_train: int = 10000     # train images the linear probe is fitted on
     device: str = "auto"         # auto | cpu | cuda | cuda:N
 
@@ -208,6 +209,8 @@ class EvaluateConfig:
         _require("evaluate.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
         _choice("evaluate.features", self.features, ("classifier", "inception"))
         _require("evaluate.ppl_samples", self.ppl_samples, self.ppl_samples >= 2, ">= 2")
+        _choice("evaluate.ppl_distance", self.ppl_distance, ("classifier", "lpips"))
+        _require("evaluate.seed", self.seed, self.seed >= 0, ">= 0")
         _require("evaluate.probe_train", self.probe_train, self.probe_train >= 2, ">= 2")
         _require("evaluate.device", self.device,
                  self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

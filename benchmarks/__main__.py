@@ -231,14 +231,15 @@ def eval_speeds(params: Params, shards: Path, work: Path, images: int,
     from alae.config import EvaluateConfig
     from alae.metrics import Evaluation
     from alae.metrics.fid import FeatureStats
-    from alae.metrics.inception import InceptionFeatures, weights_path, write_standin_weights
+    from alae.metrics.inception import InceptionFeatures
     from benchmarks.eval_speed import classifier
+    from benchmarks.standin import write_standin_weights
 
     torch.manual_seed(0)
     model = build_model(params.model, params.data.channels,
                         params.data.resolution).eval().requires_grad_(False)
     os.environ["TORCH_HOME"] = str(work / "torch_home")
-    write_standin_weights(weights_path())
+    write_standin_weights()
     extractors = {
         "classifier": (classifier(ROOT / "models" / "featurenet.pt", params.data.channels,
                                   params.data.resolution, work)[0], images),

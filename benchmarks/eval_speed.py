@@ -7,7 +7,7 @@ folder (against a precomputed reference .npz, so both sides skip the reference p
     python benchmarks/eval_speed.py --images 5000 --inception-images 96
 
 INCEPTION NUMBERS HERE ARE SPEED ONLY: the real FID weights cannot be had offline, so this script
-writes a random stand-in weights file (alae.metrics.inception.write_standin_weights) into a
+writes a random stand-in weights file (benchmarks/standin.py) into a
 temporary TORCH_HOME. The network and its cost are pytorch-fid's; its FID values mean nothing.
 
 Data: `--shards` (default data/shards) or, when missing, Fashion-MNIST shards written to a
@@ -39,9 +39,10 @@ from alae.errors import UserError  # noqa: E402
 from alae.metrics import Evaluation  # noqa: E402
 from alae.metrics.features import ClassifierFeatures  # noqa: E402
 from alae.metrics.fid import FeatureStats, frechet_distance, save_stats  # noqa: E402
-from alae.metrics.inception import InceptionFeatures, weights_path, write_standin_weights  # noqa
+from alae.metrics.inception import InceptionFeatures  # noqa: E402
 from alae.nn import build_model  # noqa: E402
 from alae.pixels import to_uint8  # noqa: E402
+from benchmarks.standin import write_standin_weights  # noqa: E402
 
 
 def timed(fn):
@@ -122,7 +123,7 @@ def main(params_path: str, shards: str, featurenet: str, images: int, inception_
     torch.manual_seed(0)
     model = build_model(params.model, channels, resolution).eval().requires_grad_(False)
     os.environ["TORCH_HOME"] = str(work / "torch_home")        # the stand-in, never the real one
-    write_standin_weights(weights_path())
+    write_standin_weights()
     cls_extractor, featurenet_file = classifier(Path(featurenet), channels, resolution, work)
     spaces = {"classifier": (cls_extractor, images),
               "inception": (InceptionFeatures.load("cpu"), inception_images)}

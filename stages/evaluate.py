@@ -17,16 +17,16 @@ from alae.checkpoint import load_model  # noqa: E402
 from alae.config import load_params  # noqa: E402
 from alae.errors import CheckpointError, exits_cleanly  # noqa: E402
 from alae.io import write_json  # noqa: E402
-from alae.metrics import evaluate_model, note, provenance  # noqa: E402
+from alae.metrics import METRICS_PROTOCOL, evaluate_model, note, provenance  # noqa: E402
 from alae.devices import resolve_device  # noqa: E402
 from alae.metrics.features import ClassifierFeatures, load_extractor  # noqa: E402
-from alae.metrics.ppl import choose_distance  # noqa: E402
+from alae.metrics.ppl import load_distance  # noqa: E402
 from alae.metrics.refstats import load_reference  # noqa: E402
 from alae.tracking import pipeline_run  # noqa: E402
 
 
 def ppl_classifier(extractor, featurenet: str, device):
-    """The featurenet for PPL's fallback distance: the FID extractor itself in classifier space;
+    """The featurenet for PPL's classifier distance: the FID extractor itself in classifier space;
     in Inception space the featurenet file when the dataset had labels to train it, else None."""
     if extractor.name == "classifier":
         return extractor
@@ -57,16 +57,16 @@ def main(params_path: str, model_path: str, featurenet: str, refstats: str, shar
         if reference is None:
             note(f"{refstats} is at another resolution than the model's "
                  f"{model.resolution}; computing the reference here")
-    distance = choose_distance(ppl_classifier(extractor, featurenet, device), device)
-    if distance is not None and distance.name != "lpips":
-        note("PPL uses the classifier feature distance (LPIPS-VGG weights not available): "
-             "ppl_*_classifier")
+    classifier = ppl_classifier(extractor, featurenet, device) \
+        if cfg.ppl_distance == "classifier" else None
+    distance = load_distance(cfg.ppl_distance, classifier, device)
     with pipeline_run(params, "evaluate") as run:
         metrics = evaluate_model(model, extractor, shards, cfg, reference=reference,
                                  ppl_distance=distance)
-        write_json(out, metrics)
+        # The protocol beside the numbers, so that `dvc exp show` shows which one each run used.
+        write_json(out, {**metrics, "metrics_protocol": METRICS_PROTOCOL})
         run.log_metrics(metrics)
-        # Every classifier-space number is tied to the exact featurenet file it came from.
+        # Every number is tied to its protocol and to the exact featurenet file it came from.
         run.set_tags({f"alae.{k}": v for k, v in provenance(extractor, distance).items()})
         if meta.get("run_key") != run.key:
             run.set_tags({"alae.trained_by": meta.get("run_id", "unknown")})

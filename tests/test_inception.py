@@ -22,7 +22,9 @@ from alae.data import write_shards
 from alae.errors import UserError
 from alae.metrics import evaluate_model
 from alae.metrics import inception as inc
-from alae.metrics.inception import InceptionFeatures, weights_path, write_standin_weights
+from alae.metrics.inception import InceptionFeatures, weights_path
+from benchmarks import standin
+from benchmarks.standin import write_standin_weights
 
 @pytest.fixture(scope="module")
 def torch_home(tmp_path_factory):
@@ -30,7 +32,7 @@ def torch_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("torch_home")
     old = os.environ.get("TORCH_HOME")
     os.environ["TORCH_HOME"] = str(home)
-    write_standin_weights(weights_path())
+    write_standin_weights()
     yield home
     if old is None:
         os.environ.pop("TORCH_HOME", None)
@@ -46,6 +48,26 @@ def extractor(torch_home) -> InceptionFeatures:
 def test_weights_are_looked_up_where_pytorch_fid_looks(torch_home):
     assert weights_path() == torch_home / "hub" / "checkpoints" / inc.WEIGHTS_FILE
     assert inc.WEIGHTS_FILE == "pt_inception-2015-12-05-6726825d.pth"
+
+
+def test_standin_refuses_any_place_but_a_temporary_torch_home(tmp_path, monkeypatch):
+    # Every refused place is itself inside tmp_path, so a broken check would harm nothing real.
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))   # the "real" cache here
+    monkeypatch.setattr(standin.tempfile, "gettempdir", lambda: str(tmp_path / "temp"))
+    with pytest.raises(UserError, match="TORCH_HOME is not set") as e:
+        write_standin_weights()
+    assert "\n" not in str(e.value)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "lasting"))   # set, but not temporary
+    with pytest.raises(UserError, match="only a temporary TORCH_HOME"):
+        write_standin_weights()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "temp"))      # the temporary folder itself
+    with pytest.raises(UserError, match="only a temporary TORCH_HOME"):
+        write_standin_weights()
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))      # nothing written anywhere
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "temp" / "home"))
+    assert write_standin_weights() == weights_path() and weights_path().is_file()
+    assert weights_path().is_relative_to(tmp_path / "temp" / "home")
 
 
 def test_missing_weights_offline_is_one_line(tmp_path, monkeypatch):
@@ -148,10 +170,10 @@ def test_evaluate_in_inception_space(torch_home, tmp_path, fashion_mnist):
             self.anchor = torch.nn.Parameter(torch.zeros(()))
             self.latent, self.resolution, self.channels = 4, 32, 1
 
-        def generate(self, z):
+        def generate(self, z, noise=True):
             return torch.tanh(z.sum(1))[:, None, None, None].expand(-1, 1, 32, 32)
 
-        def reconstruct(self, x):
+        def reconstruct(self, x, noise=True):
             return x
 
     # Block 64 keeps the test fast; the key names the space it was computed in.

@@ -3,6 +3,8 @@ answers are known by hand (a "model" that returns the test set, or noise), refer
 files, and `alae fid` in the classifier space."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -18,12 +20,13 @@ from alae.config import ConfigError, EvaluateConfig, FeaturenetConfig, ModelConf
 from alae.data import eval_batches, read_manifest
 from alae.errors import UserError
 from alae.featurenet import save_featurenet, train_featurenet
-from alae.metrics import evaluate_model, metric_names, provenance, register
-from alae.metrics import ppl as ppl_mod
+from alae.metrics import (METRICS_PROTOCOL, evaluate_model, metric_names, provenance,
+                          register)
 from alae.metrics.features import ClassifierFeatures, load_extractor, resize
 from alae.metrics.fid import FeatureStats, frechet_distance, load_stats, save_stats
 from alae.metrics.refstats import compute_reference, load_reference, write_reference
 from alae.nn import build_model
+from alae.nn.layers import NoiseInjection
 
 rng = np.random.default_rng(0)
 
@@ -175,7 +178,7 @@ class Double(torch.nn.Module):
         self.proj = torch.randn(8, resolution * resolution,
                                 generator=torch.Generator().manual_seed(1))
 
-    def generate(self, z):
+    def generate(self, z, noise=True):
         if self.bank is None and self.gen == "noise":  # global RNG: evaluate_model must seed it
             return torch.rand(len(z), 1, self.resolution, self.resolution) * 2 - 1
         if self.bank is None:
@@ -184,7 +187,7 @@ class Double(torch.nn.Module):
         self.cursor += len(z)
         return out
 
-    def reconstruct(self, x):
+    def reconstruct(self, x, noise=True):
         if self.rec == "noisy":  # like G's per-pixel noise: the global RNG
             return x + 0.1 * torch.randn_like(x)
         return x.clone() if self.rec == "identity" else torch.zeros_like(x)
@@ -250,6 +253,36 @@ def test_samples_do_not_depend_on_batch_size(extractor, tiny_shards):
     assert fid(64) != fid(64, seed=1)
 
 
+def noisy_style_model(resolution: int = 16) -> torch.nn.Module:
+    """A real StyleALAE whose per-pixel noise matters: a fresh one's noise weights are 0 (the
+    reference's init), a trained one's are not."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="style", latent=16, mapping_layers=2), 1, resolution)
+    for m in model.modules():
+        if isinstance(m, NoiseInjection):
+            m.weight.data.fill_(1.0)
+    return model.eval().requires_grad_(False)
+
+
+def test_style_alae_numbers_do_not_depend_on_batch_size(extractor, tiny_shards):
+    model = noisy_style_model()
+    quiet = copy.deepcopy(model)
+    for m in quiet.modules():
+        if isinstance(m, NoiseInjection):
+            m.weight.data.zero_()
+
+    def run(batch_size, model=model):
+        return evaluate_model(model, extractor, tiny_shards,
+                              EvaluateConfig(num_images=120, batch_size=batch_size, seed=0),
+                              ["fid", "rec_fid", "mse"])
+    m = run(64)
+    for batch_size in (25, 120):
+        # Same images; only float32 rounding inside the networks depends on the batch shape.
+        assert run(batch_size) == pytest.approx(m, rel=1e-6)
+    # Noise moves every number 100x more than that (so the check above can fail).
+    assert all(abs(v / m[k] - 1) > 1e-4 for k, v in run(64, quiet).items())
+
+
 def test_registry_and_provenance(extractor, tiny_shards):
     assert {"fid", "rec_fid", "fid_floor", "mse", "ppl_full", "ppl_end",
             "probe"} <= set(metric_names())
@@ -257,12 +290,12 @@ def test_registry_and_provenance(extractor, tiny_shards):
         register("fid")(lambda ev: {})
     with pytest.raises(ValueError, match="unknown"):
         evaluate_model(Double(32), extractor, tiny_shards, EvaluateConfig(), ["nope"])
-    assert provenance(extractor) == {"features": "classifier",
+    assert provenance(extractor) == {"metrics_protocol": str(METRICS_PROTOCOL),
+                                     "features": "classifier",
                                      "featurenet_sha256": extractor.sha256}
 
 
-def test_every_metric_on_a_tiny_mlp_alae(extractor, tiny_shards, monkeypatch):
-    monkeypatch.setattr(ppl_mod, "lpips_available", lambda: False)
+def test_every_metric_on_a_tiny_mlp_alae(extractor, tiny_shards):
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind="mlp", latent=8, mapping_layers=2, hidden=32), 1, 32)
     model.eval().requires_grad_(False)
@@ -273,10 +306,23 @@ def test_every_metric_on_a_tiny_mlp_alae(extractor, tiny_shards, monkeypatch):
     assert m["ppl_full_classifier"] > 0 and m["ppl_end_classifier"] > 0
 
 
+def test_lpips_chosen_without_its_weights_stops_in_one_line(extractor, tiny_shards, monkeypatch,
+                                                             tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))   # whether or not lpips is installed
+    cfg = EvaluateConfig(num_images=100, batch_size=100, ppl_samples=40, ppl_distance="lpips")
+    with pytest.raises(UserError, match="evaluate.ppl_distance lpips") as e:
+        evaluate_model(Double(32), extractor, tiny_shards, cfg, ["fid", "ppl_full"])
+    assert "\n" not in str(e.value)
+
+
 def test_evaluate_config_validation():
     assert parse_params({"evaluate": {"features": "inception"}}).evaluate.features == "inception"
+    assert parse_params({}).evaluate.ppl_distance == "classifier"
+    assert parse_params({"evaluate": {"ppl_distance": "lpips"}}).evaluate.ppl_distance == "lpips"
     for bad, key in [({"features": "vgg"}, "evaluate.features"),
                      ({"ppl_samples": 1}, "evaluate.ppl_samples"),
+                     ({"ppl_distance": "vgg"}, "evaluate.ppl_distance"),
+                     ({"seed": -1}, "evaluate.seed"),
                      ({"probe_train": 0}, "evaluate.probe_train"),
                      ({"device": "tpu"}, "evaluate.device")]:
         with pytest.raises(ConfigError, match=re.escape(key)) as e:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from alae.metrics import METRICS_PROTOCOL
 from pipeline_helpers import init_pipeline_repo, run
 
 EVAL_KEYS = ("fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse",
@@ -37,7 +38,8 @@ def runs(repo: Path):
 
 def test_repro_writes_metrics_figures_and_model(repo):
     metrics = json.loads((repo / "metrics/eval.json").read_text())
-    assert set(metrics) == set(EVAL_KEYS)
+    assert set(metrics) == {*EVAL_KEYS, "metrics_protocol"}
+    assert metrics["metrics_protocol"] == METRICS_PROTOCOL
     for key in EVAL_KEYS:
         assert isinstance(metrics[key], float) and metrics[key] >= 0, key
     assert (repo / "models/refstats_classifier.npz").is_file()   # the refstats stage's output
@@ -68,6 +70,7 @@ def test_one_mlflow_run_with_params_tick_metrics_and_artifacts(repo):
         assert key in run.data.metrics
     assert run.data.tags["alae.run_key"] and run.data.tags["git.commit"]
     assert run.data.tags["alae.features"] == run.data.tags["alae.ppl_distance"] == "classifier"
+    assert run.data.tags["alae.metrics_protocol"] == str(METRICS_PROTOCOL)
     assert len(run.data.tags["alae.featurenet_sha256"]) == 64
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"params.yaml", "figures", "model"} <= artifacts

@@ -2,20 +2,24 @@
 linear synthesis), the percentile filter by hand, the distance choice, and real tiny models."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from alae.config import ModelConfig
+from alae.errors import UserError
 from alae.metrics import ppl as ppl_mod
-from alae.metrics.ppl import (EPSILON, FeatureDistance, choose_distance, draw_pairs,
+from alae.metrics.ppl import (EPSILON, FeatureDistance, draw_pairs, load_distance,
                               filtered_mean, path_lengths, perceptual_path_length)
 from alae.nn import build_model
+from alae.nn.layers import NoiseInjection, pixel_noise
 
 
 class Linear(torch.nn.Module):
     """F = identity, G(w) = w A as a 1x4x4 image, in float64 (so the check can be tight);
-    `noise` adds per-pixel noise from the global RNG, as StyleALAE's G does."""
+    `noise` adds per-pixel noise drawn as StyleALAE's G draws it (from the `noise` it is given)."""
 
     def __init__(self, latent: int = 6, noise: bool = False):
         super().__init__()
@@ -26,9 +30,9 @@ class Linear(torch.nn.Module):
     def mapping(self, z):
         return z.double()
 
-    def synthesis(self, w):
+    def decode(self, w, noise=True):
         x = (w @ self.A).view(len(w), 1, 4, 4)
-        return x + torch.randn_like(x) if self.noise else x
+        return x + pixel_noise(x, noise) if self.noise else x
 
 
 def sq_l2(a, b):
@@ -107,7 +111,26 @@ def tiny_model(request):
     cfg = ModelConfig(kind=request.param, latent=16, mapping_layers=2, hidden=32)
     cfg.check()  # both kinds exist: a failure here is a bug, never a skip
     torch.manual_seed(0)
-    return build_model(cfg, channels=1, resolution=16).eval().requires_grad_(False)
+    model = build_model(cfg, channels=1, resolution=16).eval().requires_grad_(False)
+    for m in model.modules():   # noise that matters, as in a trained StyleALAE (fresh: 0)
+        if isinstance(m, NoiseInjection):
+            m.weight.data.fill_(1.0)
+    return model
+
+
+@pytest.mark.parametrize("sampling", ["full", "end"])
+def test_path_lengths_do_not_depend_on_batch_size(tiny_model, sampling):
+    # In float64: in float32 the rounding of batch-shaped kernels, divided by eps^2, moves a
+    # sample by ~1e-3; what is checked here is that each sample draws the same numbers.
+    model = copy.deepcopy(tiny_model).double()
+    d = FeatureDistance(PixelFeatures())
+    whole = path_lengths(model, d, 48, sampling, seed=0, batch_size=48, progress=False)
+    for batch_size in (16, 7):
+        part = path_lengths(model, d, 48, sampling, seed=0, batch_size=batch_size,
+                            progress=False)
+        np.testing.assert_allclose(part, whole, rtol=1e-9)
+    fewer = path_lengths(model, d, 20, sampling, seed=0, batch_size=7, progress=False)
+    np.testing.assert_allclose(fewer, whole[:20], rtol=1e-9)   # sample i is sample i
 
 
 class PixelFeatures(Flatten):
@@ -124,22 +147,32 @@ def test_tiny_models(tiny_model):
     assert again == full                                  # deterministic for a seed
     other_batch = perceptual_path_length(tiny_model, d, 64, "full", seed=0, batch_size=64,
                                          progress=False)
-    if tiny_model.synthesis.__class__.__name__ == "GeneratorMLP":   # no per-pixel noise
-        assert other_batch == pytest.approx(full, rel=1e-4)
+    assert other_batch == pytest.approx(full, rel=1e-4)
     assert perceptual_path_length(tiny_model, d, 64, "full", seed=1, batch_size=32,
                                   progress=False) != full
 
 
-def test_distance_choice(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    assert not ppl_mod.lpips_available()       # no VGG weights in an empty hub cache
-    d = choose_distance(PixelFeatures())
+def test_distance_is_the_param_and_lpips_says_what_it_lacks(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))   # an empty hub cache
+    d = load_distance("classifier", PixelFeatures())
     assert isinstance(d, FeatureDistance) and d.name == "classifier"
-    assert choose_distance(None) is None
+    assert load_distance("classifier", None) is None    # no featurenet: PPL skipped
+    with pytest.raises(ValueError, match="mahalanobis"):
+        load_distance("mahalanobis", PixelFeatures())
+    # lpips chosen: one line naming what is missing, never the classifier instead
     monkeypatch.setattr(ppl_mod.importlib.util, "find_spec", lambda name: None)
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "hub" / "checkpoints" / ppl_mod.VGG_FILE).write_bytes(b"")
-    assert not ppl_mod.lpips_available()       # weights without the package: still no LPIPS
+    with pytest.raises(UserError, match="lpips package is not installed") as e:
+        load_distance("lpips", PixelFeatures())
+    assert "\n" not in str(e.value)
+    monkeypatch.setattr(ppl_mod.importlib.util, "find_spec", lambda name: object())
+    with pytest.raises(UserError) as e:
+        load_distance("lpips", PixelFeatures())
+    vgg = tmp_path / "hub" / "checkpoints" / ppl_mod.VGG_FILE
+    assert str(vgg) in str(e.value) and ppl_mod.VGG_URL in str(e.value)
+    assert "\n" not in str(e.value)
+    vgg.parent.mkdir(parents=True)
+    vgg.write_bytes(b"")
+    assert ppl_mod.lpips_missing() is None
 
 
 def test_epsilon_is_stylegans():

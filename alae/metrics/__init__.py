@@ -8,18 +8,21 @@ What is compared with what (all at the model's resolution, test images area-down
 by the loader when it is lower than the stored one; every image clamped to [-1, 1]):
 - reference statistics: the whole test split, in stored order (given precomputed, from the
   `refstats` stage, or computed here);
-- `fid`: `num_images` generated images, z ~ N(0, I) from a generator seeded with `evaluate.seed`
-  (the model's own per-pixel noise is seeded too), against the reference;
-- `rec_fid`: reconstructions G(E(x)) of the first min(`num_images`, test count) test images,
-  against the reference; `mse`: their mean squared error per pixel, in [-1, 1] units;
+- `fid`: `num_images` generated images against the reference; image i's z ~ N(0, I) and G's
+  per-pixel noise are drawn from seeds of (`evaluate.seed`, i) alone (alae/metrics/draws.py), so
+  no number depends on `evaluate.batch_size`;
+- `rec_fid`: reconstructions G(E(x)) of the first min(`num_images`, test count) test images
+  (G's noise per test image, as above), against the reference; `mse`: their mean squared error
+  per pixel, in [-1, 1] units;
 - `fid_floor`: the first min(`num_images`, train count) train images against the reference: what
   the real data scores at the same sample sizes as `fid`, i.e. the best `fid` can be;
 - `ppl_full`, `ppl_end`: perceptual path length in W space over `ppl_samples` pairs
-  (alae/metrics/ppl.py), with LPIPS when its weights are present, else the classifier distance;
+  (alae/metrics/ppl.py), with the distance `evaluate.ppl_distance` (classifier or lpips);
 - `probe`: `probe_acc`, a linear SVM on E(x) of the first `probe_train` train images scored on
   every test image, and `probe_acc_pixels`, the same on pixels (alae/metrics/probe.py); skipped,
   with a note, when the data has no labels.
-Provenance (which featurenet file) is not a number: `provenance(extractor)` gives it as strings.
+Provenance (which featurenet file, which metrics protocol) is not a number: `provenance(extractor)`
+gives it as strings.
 """
 from __future__ import annotations
 
@@ -34,10 +37,20 @@ from tqdm import tqdm
 
 from alae.config import EvaluateConfig
 from alae.data import eval_batches, read_manifest
+from alae.metrics import draws
 from alae.metrics.features import resize
 from alae.metrics.fid import FeatureStats, frechet_distance
-from alae.metrics.ppl import PathDistance, choose_distance, perceptual_path_length
+from alae.metrics.ppl import PathDistance, load_distance, perceptual_path_length
 from alae.metrics.probe import PIXEL_RESOLUTION, linear_probe
+
+# What the numbers mean for one model and params (how images are drawn, sample sizes, distances):
+# bump it with any change that moves a number, so that numbers from before and after are never
+# compared silently. Every run carries it (MLflow tag `alae.metrics_protocol`, `metrics_protocol`
+# in metrics/eval.json).
+#   1: z drawn at once from evaluate.seed; G's noise from the global RNG, batch after batch
+#      (so samples, rec_fid, mse and PPL depended on evaluate.batch_size)
+#   2: z, G's noise and PPL's pairs per image from (evaluate.seed, index): alae/metrics/draws.py
+METRICS_PROTOCOL = 2
 
 Metric = Callable[["Evaluation"], dict[str, float]]
 _METRICS: dict[str, Metric] = {}
@@ -90,7 +103,7 @@ class Evaluation:
 
     `needs` names the metrics that will be asked for, so a pass computes only what they use.
     `reference`: precomputed test-split statistics in the extractor's space (refstats stage).
-    `ppl_distance`: the PPL distance; None picks LPIPS or the classifier (`choose_distance`).
+    `ppl_distance`: the PPL distance; None loads `cfg.ppl_distance` (`load_distance`).
     """
 
     def __init__(self, model: torch.nn.Module, extractor, shards_dir: str | Path,
@@ -119,8 +132,9 @@ class Evaluation:
             raise ValueError(f"reference statistics are {reference.dim}-d, "
                              f"the {self.space} space is {extractor.dim}-d")
         if ppl_distance is None and {"ppl_full", "ppl_end"} & needs:
-            ppl_distance = choose_distance(extractor if self.space == "classifier" else None,
-                                           self.device)
+            ppl_distance = load_distance(cfg.ppl_distance,
+                                         extractor if self.space == "classifier" else None,
+                                         self.device)
         self.ppl_distance = ppl_distance
         extractor.to(self.device)
 
@@ -145,8 +159,9 @@ class Evaluation:
         parts = [p for p, on in (("reference", want_ref), ("reconstructions", n_rec),
                                  ("probe codes", probe)) if on]
         cuda = [self.device] if self.device.type == "cuda" else []
-        # G's per-pixel noise in the reconstructions: seeded here, not left to whatever the
-        # process drew before (rec_fid and mse are then reproducible for a given evaluate.seed).
+        # G's per-pixel noise in the reconstructions: per test image (alae/metrics/draws.py), so
+        # rec_fid and mse are the same for any batch size and whatever the process drew before
+        # (the global RNG is forked and seeded only for models that ignore `noise`).
         with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.cfg.seed + 1)
             for x, y in _bar(batches, "test split: " + ", ".join(parts),
@@ -158,7 +173,9 @@ class Evaluation:
                     probe.add(self.model, x, y)
                 take = min(len(x), n_rec - seen)
                 if take > 0:
-                    xr = self.model.reconstruct(x[:take]).clamp(-1, 1)
+                    noise = draws.noise(self.cfg.seed, "reconstructions",
+                                        range(seen, seen + take))
+                    xr = self.model.reconstruct(x[:take], noise=noise).clamp(-1, 1)
                     rec.update(self._features(xr))
                     sq_err += (xr.double() - x[:take].double()).pow(2).sum().item()
                     pixels += xr.numel()
@@ -182,16 +199,18 @@ class Evaluation:
     @cached_property
     def generated(self) -> FeatureStats:
         stats = FeatureStats()
-        # All z drawn at once, so the samples do not depend on the batch size.
-        z = torch.randn(self.n_gen, int(self.model.latent),
-                        generator=torch.Generator().manual_seed(self.cfg.seed))
+        seed, latent, bs = self.cfg.seed, int(self.model.latent), self.cfg.batch_size
         cuda = [self.device] if self.device.type == "cuda" else []
-        # The generator's per-pixel noise draws from the global RNG: seed it, and restore it after.
+        # z and G's noise per image (alae/metrics/draws.py). The global RNG is forked and seeded
+        # only for models that ignore `noise` and draw from it anyway.
         with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(self.cfg.seed)
-            chunks = z.split(self.cfg.batch_size)
-            for zb in _bar(chunks, "generated", len(chunks)):
-                stats.update(self._features(self.model.generate(zb.to(self.device))))
+            torch.manual_seed(seed)
+            starts = range(0, self.n_gen, bs)
+            for s in _bar(starts, "generated", len(starts)):
+                images = range(s, min(s + bs, self.n_gen))
+                z = draws.latents(seed, "samples", images, latent).to(self.device)
+                x = self.model.generate(z, noise=draws.noise(seed, "samples", images))
+                stats.update(self._features(x))
         return stats
 
     @cached_property
@@ -256,8 +275,8 @@ def _mse(ev: Evaluation) -> dict[str, float]:
 
 def _ppl(ev: Evaluation, sampling: str) -> dict[str, float]:
     if ev.ppl_distance is None:
-        note(f"ppl_{sampling} skipped: no LPIPS weights and no classifier features "
-             "(the dataset has no labels)")
+        note(f"ppl_{sampling} skipped: no classifier features for evaluate.ppl_distance "
+             "classifier (the dataset has no labels; lpips needs none)")
         return {}
     return {f"ppl_{sampling}_{ev.ppl_distance.name}": ev.ppl(sampling)}
 
@@ -311,14 +330,15 @@ def quick_fid(model: torch.nn.Module, extractor, reference: FeatureStats, n: int
               batch_size: int = 250) -> float:
     """FID of `n` samples at the level of detail the model is at, upsampled (nearest, as the
     training's sample grids) to its final resolution: for watching a run, not for reporting.
-    z and G's noise come from generators of its own, so it neither depends on nor moves the
-    training's RNG, and draws as one process does whatever the number of ranks."""
+    z and G's noise are evaluate's first `n` samples for `seed` (alae/metrics/draws.py), from
+    generators of their own, so it neither depends on nor moves the training's RNG, and draws as
+    one process does whatever the number of ranks."""
     device = next(model.parameters()).device
-    z = torch.randn(n, int(model.latent), generator=torch.Generator().manual_seed(seed))
-    noise = torch.Generator(device).manual_seed(seed)
     stats = FeatureStats()
-    for zb in z.split(batch_size):
-        x = model.generate(zb.to(device), noise=noise)
+    for s in range(0, n, batch_size):
+        images = range(s, min(s + batch_size, n))
+        z = draws.latents(seed, "samples", images, int(model.latent)).to(device)
+        x = model.generate(z, noise=draws.noise(seed, "samples", images))
         if x.shape[-1] != model.resolution:
             x = torch.nn.functional.interpolate(x, size=int(model.resolution), mode="nearest")
         stats.update(extractor(x.clamp(-1, 1)))
@@ -326,8 +346,10 @@ def quick_fid(model: torch.nn.Module, extractor, reference: FeatureStats, n: int
 
 
 def provenance(extractor, ppl_distance: Optional[PathDistance] = None) -> dict[str, str]:
-    """Strings identifying the feature spaces, for MLflow tags: never mixed into the metrics."""
-    out = {"features": extractor.name, **extractor.provenance()}
+    """Strings identifying the protocol and the feature spaces, for MLflow tags (`alae.<key>`):
+    never mixed into the metrics."""
+    out = {"metrics_protocol": str(METRICS_PROTOCOL), "features": extractor.name,
+           **extractor.provenance()}
     if ppl_distance is not None:
         out["ppl_distance"] = ppl_distance.name
         out.update(ppl_distance.provenance())

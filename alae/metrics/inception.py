@@ -6,10 +6,8 @@ looks (`torch.hub`'s checkpoint folder: `$TORCH_HOME/hub/checkpoints/`, by defau
 `~/.cache/torch/hub/checkpoints/`) and downloaded there when missing and online. Offline and
 missing, `InceptionFeatures.load` raises one `UserError` line naming the file to place and its URL.
 
-`write_standin_weights` writes a *stand-in* file of the same layout: random convolutions with
-batch-norm statistics calibrated on random images, so that features vary between images (a fresh
-network's untouched statistics give near-constant features and FID ~ 0 for anything). It exists for
-tests and speed measurements only: a number computed with it is not an Inception FID.
+Tests and speed measurements use a random stand-in file of the same layout, written only into a
+temporary TORCH_HOME by `benchmarks/standin.py`, never by this library.
 """
 from __future__ import annotations
 
@@ -82,13 +80,13 @@ class InceptionFeatures:
         path = ensure_weights()
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            net = _fid_inception_structure()
+            net = fid_inception_structure()
             net.load_state_dict(state)
         except Exception as e:  # unreadable, pickled code, or another network's tensors
             raise UserError(f"{path}: not pytorch-fid's Inception weights "
                             f"({str(e).splitlines()[0][:200]}); replace it with {WEIGHTS_URL}"
                             ) from None
-        return cls(_wrap(net, dims).to(device), path, dims)
+        return cls(wrap(net, dims).to(device), path, dims)
 
     @property
     def device(self) -> torch.device:
@@ -114,42 +112,15 @@ class InceptionFeatures:
         return {"inception_weights": WEIGHTS_FILE}
 
 
-def _fid_inception_structure() -> torch.nn.Module:
+def fid_inception_structure() -> torch.nn.Module:
     """pytorch-fid's `fid_inception_v3()` network without loading any weights."""
     with mock.patch.object(pf, "load_state_dict_from_url", lambda *a, **k: None), \
             mock.patch("torchvision.models.Inception3.load_state_dict", lambda *a, **k: None):
         return pf.fid_inception_v3()
 
 
-def _wrap(net: torch.nn.Module, dims: int = DIMS) -> pf.InceptionV3:
+def wrap(net: torch.nn.Module, dims: int = DIMS) -> pf.InceptionV3:
     """pytorch-fid's InceptionV3 (the block of `dims`, resize to 299, [0, 1] -> [-1, 1])
     around `net`."""
     with mock.patch.object(pf, "fid_inception_v3", lambda: net):
         return pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[dims]])
-
-
-def write_standin_weights(path: str | Path, seed: int = 0, calibration_images: int = 4) -> Path:
-    """A random stand-in for pytorch-fid's weights file, for tests and timings only (see module
-    docstring): default-initialised convolutions, every batch-norm's running statistics measured
-    on `calibration_images` smooth random 128-px images passed through the network in train
-    mode."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = _fid_inception_structure()
-        wrapper = _wrap(net)
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None          # cumulative average over the calibration pass
-        low = torch.rand(calibration_images, 3, 8, 8)
-        # 128 px instead of 299 (5x cheaper): statistics of the right order, which is all a
-        # stand-in needs.
-        images = F.interpolate(low, size=(128, 128), mode="bilinear", align_corners=False)
-        wrapper.train()
-        wrapper.resize_input = False
-        with torch.inference_mode():
-            wrapper(images)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), path)
-    return path

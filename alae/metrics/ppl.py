@@ -6,19 +6,21 @@ For pairs z0, z1 ~ N(0, I) with w_i = F(z_i), and t ~ U(0, 1) (`full`) or t in {
     l = d(G(lerp(w0, w1, t)), G(lerp(w0, w1, t + eps))) / eps²,    eps = 1e-4
 
 and PPL is the mean of l over the samples between the 1st and 99th percentiles (inclusive, with
-numpy's `lower`/`higher` percentile methods, as StyleGAN). The distance d is
-- `lpips`: LPIPS-VGG16 (the paper's), used only when the `lpips` package and torchvision's VGG16
-  weights are already present; images above 256 px are area-downsampled to 256 as StyleGAN does;
-- `classifier`: otherwise, the squared L2 distance between unit-normalised featurenet features
-  (LPIPS's form on one layer). Its numbers compare only with other `ppl_*_classifier` numbers
-  from the same featurenet file.
+numpy's `lower`/`higher` percentile methods, as StyleGAN). The distance d is `evaluate.ppl_distance`:
+- `classifier` (default, offline): the squared L2 distance between unit-normalised featurenet
+  features (LPIPS's form on one layer). Its numbers compare only with other `ppl_*_classifier`
+  numbers from the same featurenet file;
+- `lpips`: LPIPS-VGG16 (the paper's); needs the `lpips` package and torchvision's VGG16 weights
+  already in the torch hub cache, else one error line says which is missing (never a silent
+  fallback); images above 256 px are area-downsampled to 256 as StyleGAN does.
 The metric key names the distance: `ppl_full_classifier`, `ppl_end_lpips`, ...
 
 Notes. `end` takes t in {0, 1} (the paper's "path endpoints"); StyleGAN's code uses t = 0 only,
 which has the same distribution to first order in eps. `full` and `end` use the same z pairs for a
-seed. Both images of a pair get the same per-pixel noise (the global RNG is re-seeded before each
-of the two synthesis calls), as StyleGAN holds noise fixed within a pair. Images are not clamped:
-the metric measures the generator's own path.
+seed. Sample i's z0, z1, t and per-pixel noise come from seeds of (seed, i) alone
+(alae/metrics/draws.py), so no number depends on the batch size; both images of a pair get the
+same noise, as StyleGAN holds noise fixed within a pair. Images are not clamped: the metric
+measures the generator's own path.
 """
 from __future__ import annotations
 
@@ -32,9 +34,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from alae.errors import UserError
+from alae.metrics import draws
+
 EPSILON = 1e-4
 SAMPLINGS = ("full", "end")
 VGG_FILE = "vgg16-397923af.pth"   # torchvision's ImageNet VGG16, which lpips loads
+VGG_URL = f"https://download.pytorch.org/models/{VGG_FILE}"
+DISTANCES = ("classifier", "lpips")
 
 
 class PathDistance(Protocol):
@@ -66,7 +73,7 @@ class LpipsDistance:
     name = "lpips"
 
     def __init__(self, device: str | torch.device = "cpu"):
-        import lpips   # optional dependency, present only when lpips_available()
+        import lpips   # optional dependency: load_distance checks that it is there
 
         self.net = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False).to(device)
         self.device = torch.device(device)
@@ -84,34 +91,48 @@ class LpipsDistance:
         return {"ppl_distance": "lpips-vgg16"}
 
 
-def lpips_available() -> bool:
-    """The `lpips` package is installed and VGG16's weights are in the torch hub cache (no
-    download is attempted: without them, PPL uses the classifier distance and says so)."""
+def lpips_missing() -> Optional[str]:
+    """What LPIPS lacks here, in words, or None: the `lpips` package, or torchvision's VGG16
+    weights in the torch hub cache (never downloaded here: the choice is `evaluate.ppl_distance`,
+    and a run that asked for LPIPS must not depend on the network)."""
     if importlib.util.find_spec("lpips") is None:
-        return False
-    return (Path(torch.hub.get_dir()) / "checkpoints" / VGG_FILE).is_file()
+        return "the lpips package is not installed (pip install lpips)"
+    path = Path(torch.hub.get_dir()) / "checkpoints" / VGG_FILE
+    if not path.is_file():
+        return f"torchvision's VGG16 weights are missing: place {path} (from {VGG_URL})"
+    return None
 
 
-def choose_distance(classifier, device: str | torch.device = "cpu") -> Optional[PathDistance]:
-    """LPIPS when available, else the classifier's feature distance, else None (no PPL)."""
-    if lpips_available():
+def load_distance(name: str, classifier, device: str | torch.device = "cpu"
+                  ) -> Optional[PathDistance]:
+    """PPL's distance `evaluate.ppl_distance`: `lpips` (UserError naming what is missing when it
+    cannot be had) or `classifier`, the feature distance of `classifier` (None when there is no
+    featurenet: the data has no labels, and PPL is skipped with a note)."""
+    if name == "lpips":
+        missing = lpips_missing()
+        if missing:
+            raise UserError(f"evaluate.ppl_distance lpips: {missing}; or set "
+                            "evaluate.ppl_distance: classifier")
         return LpipsDistance(device)
-    return FeatureDistance(classifier) if classifier is not None else None
+    if name == "classifier":
+        return FeatureDistance(classifier) if classifier is not None else None
+    raise ValueError(f"PPL distance {name!r} is not one of {', '.join(DISTANCES)}")
 
 
 def draw_pairs(n: int, latent: int, seed: int,
                sampling: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(z0, z1, t), all drawn at once from one seeded generator (so batch size does not matter);
-    the z pairs are the same for both samplings."""
+    """(z0, z1, t): sample i's from its own generator (alae/metrics/draws.py), so neither batch
+    size nor n changes a sample; z0 and z1 are drawn first, so both samplings share the pairs."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling {sampling!r} is not one of {', '.join(SAMPLINGS)}")
-    g = torch.Generator().manual_seed(seed)
-    z0 = torch.randn(n, latent, generator=g)
-    z1 = torch.randn(n, latent, generator=g)
-    if sampling == "full":
-        t = torch.rand(n, generator=g)
-    else:
-        t = torch.randint(0, 2, (n,), generator=g).float()
+    z0, z1, t = torch.empty(n, latent), torch.empty(n, latent), torch.empty(n)
+    for i, g in enumerate(draws.image_generators(seed, "ppl", draws.LATENT, range(n))):
+        z0[i].normal_(generator=g)
+        z1[i].normal_(generator=g)
+        if sampling == "full":
+            t[i] = torch.rand((), generator=g)
+        else:
+            t[i] = torch.randint(0, 2, (), generator=g)
     return z0, z1, t
 
 
@@ -119,24 +140,25 @@ def draw_pairs(n: int, latent: int, seed: int,
 def path_lengths(model: torch.nn.Module, distance: Callable, n: int, sampling: str, seed: int,
                  batch_size: int, eps: float = EPSILON, progress: bool = True) -> np.ndarray:
     """The n unfiltered samples l (float64) of the module docstring, for `model.mapping` (F) and
-    `model.synthesis` (G)."""
+    `model.decode` (G, which takes G's per-pixel noise as `noise`)."""
     z0, z1, t = draw_pairs(n, int(model.latent), seed, sampling)
-    device = next(model.parameters()).device
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
     cuda = [device] if device.type == "cuda" else []
     out = []
     starts = range(0, n, batch_size)
     bar = tqdm(starts, desc=f"evaluate: ppl {sampling}", file=sys.stderr, unit="batch",
                disable=not progress)
-    with torch.random.fork_rng(devices=cuda):
-        for i, s in enumerate(bar):
-            w0 = model.mapping(z0[s:s + batch_size].to(device))
-            w1 = model.mapping(z1[s:s + batch_size].to(device))
+    with torch.random.fork_rng(devices=cuda):   # the caller's RNG is left where it was
+        for s in bar:
+            samples = range(s, min(s + batch_size, n))
+            w0 = model.mapping(z0[s:s + batch_size].to(device, dtype))
+            w1 = model.mapping(z1[s:s + batch_size].to(device, dtype))
             tb = t[s:s + batch_size].to(device, w0.dtype)[:, None]
-            noise_seed = seed * 1_000_003 + i
-            torch.manual_seed(noise_seed)
-            a = model.synthesis(torch.lerp(w0, w1, tb))
-            torch.manual_seed(noise_seed)
-            b = model.synthesis(torch.lerp(w0, w1, tb + eps))
+            # Two ImageNoise objects of the same seeds: both images of a pair get one noise.
+            a = model.decode(torch.lerp(w0, w1, tb), noise=draws.noise(seed, "ppl", samples))
+            b = model.decode(torch.lerp(w0, w1, tb + eps),
+                             noise=draws.noise(seed, "ppl", samples))
             out.append(distance(a, b).double().cpu() / eps ** 2)
     return torch.cat(out).numpy()
 

@@ -103,8 +103,8 @@ class ALAE(nn.Module):
             return self.synthesis(w, noise=noise)
         return self.synthesis(w, level.lod, level.alpha, noise=noise)
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+    def reconstruct(self, x: torch.Tensor, noise: Noise = True) -> torch.Tensor:
+        return self.decode(self.encode(x), noise=noise)
 
     def score(self, x: torch.Tensor, level: Optional[Level] = None) -> torch.Tensor:
         """Real/fake logit of images: D(E(x))."""

@@ -7,7 +7,7 @@ down (F and D use 0.1) without a custom optimizer.
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -15,10 +15,32 @@ from torch import nn
 
 from alae.distributed import global_randn
 
+
+class ImageNoise:
+    """G's per-pixel noise drawn image by image: image k's planes, in the order G's layers ask
+    for them, come from a CPU generator seeded with `seeds[k]` alone. An image then gets the
+    same noise whatever batch it sits in, whatever the batch size and on any device (what
+    metrics need). The generators advance as layers draw: use a fresh object per forward pass
+    (two objects with the same seeds give two passes the same noise)."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def draw(self, shape: Sequence[int], device=None, dtype=None) -> torch.Tensor:
+        if shape[0] != len(self.generators):
+            raise ValueError(f"noise for {shape[0]} images asked of seeds for "
+                             f"{len(self.generators)}")
+        n = torch.empty(tuple(shape))
+        for plane, g in zip(n, self.generators):
+            plane.normal_(generator=g)
+        return n.to(device=device, dtype=dtype)
+
+
 # G's per-pixel noise: True draws it from the global RNG (training: this rank's slice of the
 # global batch's draw), a generator draws it from that generator alone (samples watched during
-# training, which must not move the training's stream), False adds none.
-Noise = Union[bool, torch.Generator]
+# training, which must not move the training's stream), an ImageNoise image by image from
+# per-image seeds (metrics), False adds none.
+Noise = Union[bool, torch.Generator, ImageNoise]
 
 
 class EqualLinear(nn.Module):
@@ -134,12 +156,18 @@ class NoiseInjection(nn.Module):
     def forward(self, x: torch.Tensor, noise: Noise = True) -> torch.Tensor:
         if noise is False:
             return x
-        shape = (x.shape[0], 1, x.shape[2], x.shape[3])
-        if isinstance(noise, torch.Generator):
-            n = torch.randn(shape, generator=noise, device=x.device, dtype=x.dtype)
-        else:  # this rank's slice of the global batch's noise (one process: the whole draw)
-            n = global_randn(*shape, device=x.device, dtype=x.dtype)
-        return x + self.weight.view(1, -1, 1, 1) * n
+        return x + self.weight.view(1, -1, 1, 1) * pixel_noise(x, noise)
+
+
+def pixel_noise(x: torch.Tensor, noise: Noise) -> torch.Tensor:
+    """One N(0, 1) plane per image of x (N, 1, H, W), drawn as `noise` says (not False)."""
+    shape = (x.shape[0], 1, x.shape[2], x.shape[3])
+    if isinstance(noise, torch.Generator):
+        return torch.randn(shape, generator=noise, device=x.device, dtype=x.dtype)
+    if isinstance(noise, ImageNoise):
+        return noise.draw(shape, x.device, x.dtype)
+    # this rank's slice of the global batch's noise (one process: the whole draw)
+    return global_randn(*shape, device=x.device, dtype=x.dtype)
 
 
 def instance_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -126,7 +126,9 @@ def _train_and_record(params: Params, params_path: str, shards: str, featurenet:
             hooks = Hooks(report=report, snapshot=snapshot,
                           checkpoint=lambda t: store.save(t.ema, params, meta, t.state()))
             if cfg.fid_every_kimg > 0:
+                from alae.metrics import METRICS_PROTOCOL
                 hooks.quick_fid = quick_fid_hook(params, trainer, shards, featurenet)
+                run.set_tags({"alae.metrics_protocol": str(METRICS_PROTOCOL)})
             trainer.run(hooks)
         seconds, nimg = trainer.seconds, trainer.nimg
         save_model(out, trainer.ema, params, {**meta, "images_seen": nimg},
