@@ -23,9 +23,9 @@ project's, each handled here and stated again by the test fixture (tests/test_of
 """
 from __future__ import annotations
 
+import pickle
 import re
 import types
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -287,10 +287,10 @@ def import_official(path: str | Path, config: str, out: str | Path, weights: str
     if out.resolve() == path.resolve():
         raise OfficialError(f"--out {out}: is the checkpoint itself")
     params = official_params(config)
-    nets = pick_networks(read_checkpoint(path, trust_pickle), weights)
+    ckpt = read_checkpoint(path, trust_pickle)
     model = build_official(config)
     try:
-        state = convert(nets, model, config)
+        state = convert(pick_networks(ckpt, weights), model, config)
     except OfficialError as e:
         raise OfficialError(f"{path}: {e}") from None
     model.load_state_dict(state)

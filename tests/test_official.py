@@ -4,7 +4,8 @@ parity of whole forward passes against their own code is checked outside the sui
 from __future__ import annotations
 
 import math
-import pickle
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from alae.cli import main
 from alae.config import ModelConfig
 from alae.nn import build_model
 from alae.official import (CONFIGS, OfficialError, build_official, convert, import_official,
-                           mismatches, official_params)
+                           mismatches, official_params, read_checkpoint)
 from official_fixture import (BLUR, OFFICIAL, save_their_checkpoint, their_networks,
                                     their_shapes)
 
@@ -253,7 +254,7 @@ def test_files_that_are_not_their_checkpoints_are_one_line(mnist, tmp_path):
 def test_a_checkpoint_without_ema_copies_points_at_weights_trained(tmp_path):
     shapes = their_shapes(**{**SMALL, "resolution": 16})
     save_their_checkpoint(tmp_path / "theirs.pth", shapes, ema=False)
-    _refused(tmp_path / "theirs.pth", "mnist", tmp_path / "x.pt", "no generator_s",
+    _refused(tmp_path / "theirs.pth", "mnist", tmp_path / "x.pt", "theirs.pth: has no generator_s",
              "--weights trained")
 
 
@@ -275,14 +276,10 @@ def test_an_object_weights_only_will_not_build_needs_trust_pickle(tmp_path):
 
 
 def test_trust_pickle_builds_classes_of_modules_that_are_not_installed(tmp_path):
-    from alae.official import read_checkpoint
-
     class Gone:
         pass
 
     Gone.__module__, Gone.__qualname__ = "their_module_not_here", "Gone"
-    import sys
-    import types
     module = types.ModuleType("their_module_not_here")
     module.Gone = Gone
     sys.modules["their_module_not_here"] = module
