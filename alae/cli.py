@@ -14,6 +14,7 @@ from alae.devices import resolve_device
 from alae.errors import UserError, exits_cleanly
 from alae.io import atomic_open
 from alae.nn import ALAE
+from alae.official import CONFIGS as OFFICIAL_CONFIGS
 from alae.presets import apply_preset, preset_note
 
 
@@ -107,7 +108,8 @@ def generate(model_path: str, seeds: str | None, outdir: str | None, grid_path: 
               type=click.Path(dir_okay=False), help="params file to write the preset into")
 @exits_cleanly
 def preset(name: str, params_path: str) -> None:
-    """Write preset NAME (presets/NAME.yaml: mlp, mnist, celeba-hq256, ffhq) into params.yaml."""
+    """Write preset NAME (presets/NAME.yaml: mlp, mnist, celeba, celeba-hq256, bedroom, ffhq) into
+    params.yaml."""
     params, changed = apply_preset(name, params_path)
     for line in changed:
         click.echo(f"  {line}")
@@ -116,6 +118,28 @@ def preset(name: str, params_path: str) -> None:
     if note:
         click.echo(f"note: {note}", err=True)
 
+
+
+@main.command("import-official")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--config", required=True,
+              type=click.Choice(OFFICIAL_CONFIGS),
+              help="the authors' configuration (their configs/NAME.yaml) the file was trained with")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="model file to write, e.g. models/ffhq.pt")
+@click.option("--weights", default="ema", show_default=True, type=click.Choice(["ema", "trained"]),
+              help="the EMA networks (the `_s` copies their demo uses) or the trained ones")
+@click.option("--trust-pickle", is_flag=True,
+              help="load a file that a weights-only load refuses with the full unpickler, which "
+                   "can run code: only for a file from a source you trust")
+@exits_cleanly
+def import_official(checkpoint: str, config: str, out: str, weights: str,
+                    trust_pickle: bool) -> None:
+    """Import CHECKPOINT, written by the authors' training code (podgorskiy/ALAE; their released
+    models), as this project's model file: then every command here takes it as --model."""
+    from alae.official import import_official as run_import
+
+    click.echo(run_import(checkpoint, config, out, weights, trust_pickle))
 
 
 @main.command()

@@ -54,6 +54,12 @@ def merged_preset(name: str, params_path: str | Path = "params.yaml") -> Params:
     return parse_params(_deep_merge(copy.deepcopy(base), _read_preset(preset_path(name, params_path))))
 
 
+def preset_params(name: str) -> Params:
+    """Preset NAME over the built-in defaults alone (no params.yaml): what a model imported with
+    that configuration records (`alae import-official`)."""
+    return parse_params(_read_preset(preset_path(name)))
+
+
 def _show(value: Any) -> str:
     """A value as params.yaml spells it: null, true, [128, 64]."""
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...")

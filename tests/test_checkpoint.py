@@ -113,8 +113,8 @@ def test_style_checkpoint_gives_identical_outputs_and_keeps_the_training_state(t
 PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "presets").glob("*.yaml"))
 
 
-def test_presets_are_the_four_reference_configurations():
-    assert PRESETS == ["celeba-hq256", "ffhq", "mlp", "mnist"]
+def test_presets_are_the_six_reference_configurations():
+    assert PRESETS == ["bedroom", "celeba", "celeba-hq256", "ffhq", "mlp", "mnist"]
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -123,7 +123,8 @@ def test_each_preset_validates_and_builds(name):
 
     params = merged_preset(name, Path(__file__).resolve().parents[1] / "params.yaml")
     expected = {"mlp": ("mlp", 50, 32), "mnist": ("style", 32, 32),
-                "celeba-hq256": ("style", 512, 256), "ffhq": ("style", 512, 1024)}[name]
+                "celeba-hq256": ("style", 512, 256), "ffhq": ("style", 512, 1024),
+                "celeba": ("style", 256, 128), "bedroom": ("style", 512, 256)}[name]
     assert (params.model.kind, params.model.latent, params.data.resolution) == expected
     if name == "mnist":  # the reference MNIST StyleALAE, checked closely
         assert (params.model.start_channels, params.model.max_channels) == (64, 256)
@@ -134,6 +135,12 @@ def test_each_preset_validates_and_builds(name):
         s = Schedule.from_params(params, levels=9)
         lrs = [s(s.level_start(lod)).lr for lod in range(9)]
         assert lrs[:6] == [0.0015] * 6 and lrs[6:] == pytest.approx([0.002, 0.003, 0.003])
+    if name == "bedroom":  # the reference: 0.0015 up to 128 px, 0.002 at 256
+        from alae.train.schedule import Schedule
+
+        s = Schedule.from_params(params, levels=7)
+        lrs = [s(s.level_start(lod)).lr for lod in range(7)]
+        assert lrs[:6] == [0.0015] * 6 and lrs[6] == pytest.approx(0.002)
     if params.model.kind == "style" and params.data.resolution <= 256:
         model = build_model(params.model, params.data.channels, 8)  # the same layers, small
         assert model.generate(torch.randn(1, params.model.latent)).shape[-1] == 8
@@ -156,7 +163,7 @@ def test_alae_preset_writes_values_and_keeps_comments(tmp_path):
     assert params.evaluate == load_params(root / "params.yaml").evaluate  # other sections kept
     bad = subprocess.run([sys.executable, "-m", "alae.cli", "preset", "nope", "--params",
                           str(target)], capture_output=True, text=True, cwd=root)
-    assert bad.returncode == 1 and "preset 'nope': not found (known: celeba-hq256, ffhq, mlp, mnist)" in bad.stderr
+    assert bad.returncode == 1 and "preset 'nope': not found (known: bedroom, celeba, celeba-hq256, ffhq, mlp, mnist)" in bad.stderr
 
 
 def test_a_file_of_another_format_version_is_refused_in_one_line(model_file):

@@ -133,8 +133,10 @@ class EncoderBlock(nn.Module):
     2x2 average pool, leaky ReLU, statistics -> w, instance norm. Returns the features for the
     next (coarser) block and this block's contribution to w."""
 
-    def __init__(self, in_channels: int, out_channels: int, latent: int, style_gain: float):
+    def __init__(self, in_channels: int, out_channels: int, latent: int, style_gain: float,
+                 norm_eps: float = 1e-8):
         super().__init__()
+        self.norm_eps = norm_eps
         self.conv1 = EqualConv2d(in_channels, in_channels, 3)
         self.style1 = EqualLinear(2 * in_channels, latent, gain=style_gain)
         self.blur = Blur()
@@ -144,10 +146,10 @@ class EncoderBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = _act(self.conv1(x))
         w = self.style1(channel_stats(x))
-        x = self.conv2.down(self.blur(instance_norm(x)))
+        x = self.conv2.down(self.blur(instance_norm(x, self.norm_eps)))
         x = _act(x)
         w = w + self.style2(channel_stats(x))
-        return instance_norm(x), w
+        return instance_norm(x, self.norm_eps), w
 
 
 class StyleEncoder(nn.Module):
@@ -157,7 +159,8 @@ class StyleEncoder(nn.Module):
     `as_reference` (model.encoder_as_reference) is the authors' E exactly, as their released
     models were trained: leaky ReLU 0.2 applied twice after from-RGB (their `FromRGB` applies it
     and `encode` again: an effective negative slope of 0.04), and the statistics -> w layers at
-    the equalized-lr default gain sqrt(2). False: one activation and gain 1 (this project's E
+    the equalized-lr default gain sqrt(2), and instance norm with torch's default eps 1e-5 (their
+    `nn.InstanceNorm2d`; G's is 1e-8). False: one activation, gain 1, eps 1e-8 (this project's E
     before checkpoint format 2)."""
 
     def __init__(self, latent: int, channels: int, resolution: int, start: int, maximum: int,
@@ -167,9 +170,9 @@ class StyleEncoder(nn.Module):
         self.resolution = resolution
         self.as_reference = as_reference
         width = [block_channels(i, self.levels, start, maximum) for i in range(-1, self.levels)]
-        gain = math.sqrt(2.0) if as_reference else 1.0
+        gain, eps = (math.sqrt(2.0), 1e-5) if as_reference else (1.0, 1e-8)
         self.blocks = nn.ModuleList(
-            EncoderBlock(width[i + 1], width[i], latent, gain) for i in range(self.levels))
+            EncoderBlock(width[i + 1], width[i], latent, gain, eps) for i in range(self.levels))
         self.from_rgb = nn.ModuleList(
             EqualConv2d(channels, width[i + 1], 1) for i in range(self.levels))
         self.register_buffer("lod", torch.tensor(self.levels - 1))
