@@ -1,12 +1,13 @@
 """End to end: the real `dvc repro` and `dvc exp run` in a temporary git repository, on real
-Fashion-MNIST, with tiny params; then the outputs and the MLflow store are read back."""
+Fashion-MNIST, with tiny params; then the outputs and the MLflow store are read back.
+`dvc exp run -S lr=...` with two learning rates is tested in test_queue.py (queued, two workers)."""
 import json
 from pathlib import Path
 
 import pytest
 
 from alae.metrics import METRICS_PROTOCOL
-from pipeline_helpers import init_pipeline_repo, run
+from pipeline_helpers import run
 
 EVAL_KEYS = ("fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse",
              "ppl_full_classifier", "ppl_end_classifier", "probe_acc", "probe_acc_pixels")
@@ -18,10 +19,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, fashion_mnist) -> Path:
-    repo = init_pipeline_repo(tmp_path_factory.mktemp("pipeline"))
-    run(["dvc", "repro"], repo)
-    return repo
+def repo(reproduced_repo) -> Path:
+    """The session's reproduced tiny pipeline (conftest), read here, never changed: the tests
+    that change a pipeline (`dvc exp run`, a remote, the queue) work on copies of it."""
+    return reproduced_repo
 
 
 def mlflow_client(repo: Path):
@@ -84,28 +85,6 @@ def test_second_repro_runs_nothing(repo):
     out = run(["dvc", "repro"], repo)
     assert "Running stage" not in out.stdout
     assert run(["dvc", "status"], repo).stdout.strip().endswith("up to date.")
-
-
-def test_exp_run_with_two_learning_rates_gives_two_runs(repo):
-    for lr in ("0.001", "0.003"):
-        run(["dvc", "exp", "run", "-S", f"lr={lr}"], repo)
-    client, found = runs(repo)
-    by_lr = {r.data.params["lr"]: r for r in found}
-    assert set(by_lr) == {"0.002", "0.001", "0.003"}
-    names = {by_lr[lr].data.tags.get("dvc.exp_name") for lr in ("0.001", "0.003")}
-    assert None not in names and len(names) == 2
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
-    listed = {}
-    for exp in exps:
-        for rev in exp["revs"]:
-            data = rev["data"]
-            listed[data["params"]["params.yaml"]["data"]["lr"]] = data["metrics"]["metrics/eval.json"]["data"]
-    assert {0.001, 0.003} <= set(listed)
-    for lr in (0.001, 0.003):
-        assert "fid_classifier" in listed[lr]
-        fid = listed[lr]["fid_classifier"]
-        assert fid == pytest.approx(by_lr[str(lr)].data.metrics["fid_classifier"])
 
 
 def test_dvc_plots_show_draws_losses_and_figures(repo, tmp_path):

@@ -3,6 +3,7 @@
 copies, writing one `mlflow.db` at the real repository's root (DVC_ROOT) that neither has yet."""
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -69,8 +70,23 @@ def test_each_queued_experiment_has_its_own_complete_run(queued):
     assert (repo / "mlartifacts").is_dir() and (repo / "mlflow.db.lock").exists()
 
 
-def test_dvc_exp_show_lists_both_experiments(queued):
+def test_dvc_exp_show_lists_both_experiments_with_the_metrics_mlflow_has(queued):
+    from mlflow.tracking import MlflowClient
+
     repo, names = queued
-    shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo).stdout
-    for name in names.values():
-        assert re.search(rf"^{name},.*,Success,", shown, re.M), shown
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    listed = {}  # experiment name -> (its lr, its metrics/eval.json)
+    for rev in shown:
+        for exp in rev.get("experiments") or []:
+            for exp_rev in exp["revs"]:
+                data = exp_rev["data"]
+                listed[exp_rev["name"]] = (data["params"]["params.yaml"]["data"]["lr"],
+                                           data["metrics"]["metrics/eval.json"]["data"])
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("alae").experiment_id])
+    mlflow_fid = {r.data.tags["dvc.exp_name"]: r.data.metrics["fid_classifier"] for r in runs}
+    for lr, name in names.items():
+        assert name in listed, (name, sorted(listed))
+        exp_lr, metrics = listed[name]
+        assert exp_lr == float(lr)
+        assert metrics["fid_classifier"] == pytest.approx(mlflow_fid[name])
