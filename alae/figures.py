@@ -42,6 +42,25 @@ def grid(rows: Sequence[torch.Tensor], labels: Sequence[str], scale: int = 2) ->
     return canvas
 
 
+TITLE_LINE = 14  # pixels per title line (PIL's default font is ~11 px high)
+
+
+def titled(image: Image.Image, lines: Sequence[str]) -> Image.Image:
+    """`image` under a white band holding `lines` of text (what the figure shows, from which
+    run), so that a figure read on its own says what it is."""
+    lines = [line for line in lines if line]
+    if not lines:
+        return image
+    band = TITLE_LINE * len(lines) + PAD
+    draw_width = max(image.width, max(len(line) for line in lines) * 6 + 8)
+    canvas = Image.new("RGB", (draw_width, image.height + band), (255, 255, 255))
+    canvas.paste(image, (0, band))
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((4, PAD + i * TITLE_LINE), line, fill=(0, 0, 0))
+    return canvas
+
+
 def snapshot_grid(images: torch.Tensor, label: str, columns: int = 8) -> Image.Image:
     """A training-time sample grid (uint8 snapshot) in rows of `columns`, labelled once."""
     rows = [from_uint8(images[i:i + columns]) for i in range(0, len(images), columns)]
