@@ -24,7 +24,9 @@ from alae.nn import ALAE, build_model
 FORMAT = "alae-model"
 # 2: model.encoder_as_reference (E's from-RGB activation and style gain as the authors'); a
 # version-1 file holds an E whose weights mean something else under version 2's forward pass.
-VERSION = 2
+# 3: E's instance norm eps 1e-5 under model.encoder_as_reference (the authors' nn.InstanceNorm2d
+# default, found by the parity check of `alae import-official`); a version-2 E normalised with 1e-8.
+VERSION = 3
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

@@ -167,10 +167,11 @@ def test_alae_preset_writes_values_and_keeps_comments(tmp_path):
 
 
 def test_a_file_of_another_format_version_is_refused_in_one_line(model_file):
-    """Version 2 changed what E's weights mean (model.encoder_as_reference): a version-1 file
-    must not load into the new forward pass."""
+    """Versions 2 and 3 changed what E's weights mean (model.encoder_as_reference, then E's
+    instance-norm eps): an older file must not load into the new forward pass."""
     ckpt = torch.load(model_file, weights_only=True)
-    ckpt["version"] = 1
-    torch.save(ckpt, model_file)
-    with pytest.raises(CheckpointError, match=r"model format version 1 is not 2 .*retrain"):
-        load_model(model_file)
+    for old in (1, 2):
+        ckpt["version"] = old
+        torch.save(ckpt, model_file)
+        with pytest.raises(CheckpointError, match=rf"model format version {old} is not 3 .*retrain"):
+            load_model(model_file)
