@@ -139,16 +139,16 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    kimg: float = 150.0          # training length in thousands of real images shown
-    batch_size: IntTable = 32    # global batch per level (4x4 first; last entry repeats)
+    kimg: float = 180.0          # training length in thousands of real images shown
+    batch_size: IntTable = 64    # global batch per level (4x4 first; last entry repeats)
     lr_multiplier: FloatTable = 1.0  # per level, times the top-level lr (same table rule)
     transition_kimg: float = 15.0    # style: each level above 4x4 blends in over this...
     stabilize_kimg: float = 15.0     # ...then trains stable for this (4x4: both, no blend)
     style_mixing: float = 0.9    # style: probability of mixing two w per batch
-    r1_gamma: float = 10.0       # R1 weight gamma: penalty (gamma/2)*|grad|^2 on real images
+    r1_gamma: float = 0.1       # R1 weight gamma: penalty (gamma/2)*|grad|^2 on real images
     beta1: float = 0.0
     beta2: float = 0.99
-    ema_kimg: float = 10.0       # half-life of the EMA networks, in thousands of images
+    ema_kimg: float = 1.0       # half-life of the EMA networks, in thousands of images
     tick_kimg: float = 4.0       # log losses and img/s every this many thousand images
     checkpoint_kimg: float = 10.0  # resumable checkpoint this often (at the next tick end)
     keep_checkpoints: int = 3    # most recent checkpoints kept in .alae/runs/<run key>/
@@ -161,7 +161,7 @@ class TrainConfig:
     d_zero_grad_step: bool = False  # the authors' runs (torch 1.x) also stepped D's Adam with zero
                                     # gradients in the latent update (v decays twice per batch)
     nproc: int = 1               # data-parallel processes (torchrun); each global batch is split
-    threads: int = 1             # torch CPU threads; 0 = torch's default
+    threads: int = 2             # torch CPU threads; 0 = torch's default
 
     def check(self) -> None:
         _require("train.kimg", self.kimg, self.kimg > 0, "> 0")

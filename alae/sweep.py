@@ -11,6 +11,7 @@ CSVs, never from numbers typed by hand.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -37,6 +38,8 @@ class Grid:
     seeds: tuple[int, ...]
     common: dict[str, Any]                 # overrides every candidate gets (e.g. the budget)
     candidates: dict[str, dict[str, Any]]  # name -> overrides
+    candidate_seeds: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    # ^ a candidate's own `seeds: [...]` (e.g. a finalist's three), else the grid's
 
     def experiments(self, only: Optional[Iterable[str]] = None) -> list[tuple[str, dict[str, Any]]]:
         """(experiment name, overrides) per candidate and seed, candidates in file order."""
@@ -46,7 +49,7 @@ class Grid:
                 raise ConfigError(f"candidate {c!r} is not in grid {self.name!r} "
                                   f"(known: {', '.join(self.candidates)})")
         return [(f"{self.name}-{c}-s{seed}", {**self.common, **self.candidates[c], "seed": seed})
-                for c in wanted for seed in self.seeds]
+                for c in wanted for seed in self.candidate_seeds.get(c, self.seeds)]
 
 
 def _set(tree: dict, dotted: str, value: Any) -> None:
@@ -66,9 +69,11 @@ def load_grid(path: str | Path, params_path: str | Path = "params.yaml") -> Grid
         raise ConfigError(f"{path}: cannot read the grid ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("candidates"), dict) or not raw["candidates"]:
         raise ConfigError(f"{path}: a grid has 'name', 'seeds', 'common' and 'candidates' (a mapping)")
+    candidates = {str(k): dict(v or {}) for k, v in raw["candidates"].items()}
+    own_seeds = {k: tuple(v.pop("seeds")) for k, v in candidates.items() if "seeds" in v}
     grid = Grid(name=str(raw.get("name", path.stem)), seeds=tuple(raw.get("seeds", [0])),
-                common=dict(raw.get("common") or {}),
-                candidates={str(k): dict(v or {}) for k, v in raw["candidates"].items()})
+                common=dict(raw.get("common") or {}), candidates=candidates,
+                candidate_seeds=own_seeds)
     for name in (grid.name, *grid.candidates):
         if not NAME.match(name):
             raise ConfigError(f"{path}: {name!r} is not a usable experiment name "

@@ -37,6 +37,13 @@ def test_experiments_are_candidates_times_seeds(tmp_path):
         "-S", "data.limit=null", "-S", "train.channels_last=true", "-S", "seed=1"]
 
 
+def test_a_candidate_may_name_its_own_seeds(tmp_path):
+    grid = {**GRID, "candidates": {"a": {}, "final": {"seeds": [0, 1, 2], "lr": 0.003}}}
+    exps = dict(sw.load_grid(write_grid(tmp_path, grid), ROOT / "params.yaml").experiments())
+    assert list(exps) == ["t-a-s0", "t-a-s1", "t-final-s0", "t-final-s1", "t-final-s2"]
+    assert exps["t-final-s2"] == {"train.kimg": 0.5, "lr": 0.003, "seed": 2}
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"lr": -1}, r"experiment t-x-s0: lr"),
     ({"train.kimgg": 5}, r"train\.kimgg"),
