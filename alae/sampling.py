@@ -12,7 +12,7 @@ import torch
 
 from alae.errors import UserError
 from alae.nn import ALAE
-from alae.nn.layers import Noise
+from alae.nn.layers import ImageNoise, Noise
 
 MAX_SEED = 2 ** 32 - 1  # numpy's RandomState range, as stylegan2-ada's seeds
 MAX_COUNT = 10 ** 7
@@ -57,18 +57,24 @@ def generate_seeds(model: ALAE, seeds: list[int], psi: Optional[float] = None,
                                  z, batch, noise)
 
 
+NOISE_STREAM = 1  # SeedSequence([seed, stream]): an image's noise, apart from its z (seed itself)
+
+
+def noise_seed(seed: int) -> int:
+    """The seed of image `seed`'s per-pixel noise: mixed from (seed, NOISE_STREAM), so its numbers
+    are not its z's (torch's CPU generator keeps only a seed's low 32 bits: `seed + 2**32`
+    would be `seed` again)."""
+    return int(np.random.SeedSequence([seed, NOISE_STREAM]).generate_state(1, np.uint32)[0])
+
+
 def _with_noise(g: Callable[[torch.Tensor, Noise], torch.Tensor], x: torch.Tensor,
                 seeds: list[int], mode: str) -> torch.Tensor:
-    """g(x, noise) for a batch: without noise (`const`) at once; with noise (`random`) image by
-    image, each drawing its noise from a generator on x's device seeded by its seed (past the
-    seeds' range, so that noise and z are not the same numbers). One call for the batch cannot
-    give each image its own generator (alae.nn's `Noise` takes one for all)."""
+    """g(x, noise) for a batch: without noise (`const`), or with each image's noise drawn on the
+    CPU from its own seed (`random`, `noise_seed`), so an image is the same on every device and
+    in any batch."""
     if mode not in NOISE_MODES:
         raise UserError(f"--noise {mode!r}: not one of {', '.join(NOISE_MODES)}")
-    if mode == "const":
-        return g(x, False)
-    return torch.cat([g(x[k:k + 1], torch.Generator(x.device).manual_seed(MAX_SEED + 1 + s))
-                      for k, s in enumerate(seeds)])
+    return g(x, False if mode == "const" else ImageNoise([noise_seed(s) for s in seeds]))
 
 
 def read_codes(path: str | Path) -> tuple[np.ndarray, list[str]]:

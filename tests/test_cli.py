@@ -288,6 +288,13 @@ def test_noise_const_is_g_without_noise_and_random_is_seeded(noisy, tmp_path):
         expected = to_image(model.generate(z, noise=False)[0])
     assert np.abs(const - np.asarray(expected, dtype=np.int16)).max() <= 1
     assert np.abs(const - random).max() > 8
+    from alae.nn.layers import ImageNoise
+    from alae.sampling import noise_seed
+    with torch.no_grad():  # random: seed 3's noise is its own stream, not its z's numbers again
+        own = to_image(model.generate(z, noise=ImageNoise([noise_seed(3)]))[0])
+        reused = to_image(model.generate(z, noise=ImageNoise([3]))[0])
+    assert np.abs(random - np.asarray(own, dtype=np.int16)).max() <= 1
+    assert np.abs(random - np.asarray(reused, dtype=np.int16)).max() > 8
 
 
 def test_generated_folder_feeds_alae_fid(files, tmp_path):
