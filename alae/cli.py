@@ -220,6 +220,8 @@ def _model_and_images(model_path: str, device: str, files: list[Path], convert: 
     loaded = load_usable(files, model.resolution, model.channels, convert, in_folders)
     for line in loaded.refused:
         click.echo(f"skipped: {line}", err=True)
+    for line in loaded.warnings:
+        click.echo(f"warning: {line}", err=True)
     notes = [f"--convert {convert}: {loaded.converted} converted"] if convert else []
     notes += [f"{len(loaded.refused)} refused images skipped"] if loaded.refused else []
     note = f" ({'; '.join(notes)})" if notes else ""

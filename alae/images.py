@@ -58,6 +58,27 @@ def _has_colour(path: Path) -> bool:
     return bool((rgb.max(axis=2) - rgb.min(axis=2) > 8).any())
 
 
+ASPECT_WARN = 1.2   # longer side / shorter side above which the centre crop loses much
+UPSCALE_WARN = 2.0  # model resolution / shorter side above which the model sees invented detail
+
+
+def fit_warning(path: Path, size: tuple[int, int], resolution: int) -> Optional[str]:
+    """A line saying how far an image is from what the model takes (square, at its resolution),
+    or None. Large models (the authors' faces) also expect aligned crops: said once it matters."""
+    w, h = size
+    side = min(w, h)
+    why = []
+    if max(w, h) / side > ASPECT_WARN:
+        why.append(f"not square: its centre {side}x{side} is used")
+    if resolution / side > UPSCALE_WARN:
+        why.append(f"upscaled {resolution / side:.1f}x to {resolution}x{resolution}")
+    if not why:
+        return None
+    hint = (" (the authors' face models expect FFHQ-aligned face crops)"
+            if resolution >= 256 else "")
+    return f"{path}: {w}x{h}, {' and '.join(why)}{hint}"
+
+
 CONVERSIONS = {"gray": 1, "rgb": 3}  # --convert NAME: the channels it converts images to
 
 
@@ -66,6 +87,7 @@ class Loaded(NamedTuple):
     kept: list[int]       # which of the paths they are
     refused: list[str]    # one line per file passed over
     converted: int        # how many changed between grayscale and colour
+    warnings: list[str]   # images far from the model's square resolution (`fit_warning`)
 
 
 def load_usable(paths: Sequence[Path], resolution: int, channels: int,
@@ -77,13 +99,15 @@ def load_usable(paths: Sequence[Path], resolution: int, channels: int,
     and so does having no image left."""
     if convert is not None and CONVERSIONS[convert] != channels:
         raise UserError(f"--convert {convert}: the model takes {channels}-channel images")
-    images, kept, refused, converted = [], [], [], 0
+    images, kept, refused, converted, warnings = [], [], [], 0, []
     for i, path in enumerate(paths):
         try:
             colour = _has_colour(path)
             if channels == 1 and colour and convert is None:
                 raise UserError(f"{path}: colour image, but the model was trained on 1-channel "
                                 "(grayscale) images (--convert gray converts it)")
+            with Image.open(path) as header:
+                size = header.size
             img = load_image(path, resolution, channels)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, UserError) as e:
             why = (str(e) if isinstance(e, UserError)
@@ -93,13 +117,15 @@ def load_usable(paths: Sequence[Path], resolution: int, channels: int,
             refused.append(why)
             continue
         converted += colour != (channels == 3)
+        warning = fit_warning(path, size, resolution)
+        warnings += [warning] if warning else []
         a = np.asarray(img, dtype=np.float32).reshape(resolution, resolution, channels)
         images.append(from_uint8(torch.from_numpy(a).permute(2, 0, 1)))
         kept.append(i)
     if not images:
         more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
         raise UserError(f"no usable image among {len(refused)}: {refused[0]}{more}")
-    return Loaded(torch.stack(images), kept, refused, converted)
+    return Loaded(torch.stack(images), kept, refused, converted, warnings)
 
 
 def load_images(paths: Sequence[Path], resolution: int, channels: int,

@@ -421,8 +421,11 @@ def test_a_folder_passes_over_refused_images_and_names_them(files, tmp_path, mix
     out = alae_here("encode", "--model", str(files / "alae.pt"), str(mixed_folder), "--out",
                     str(tmp_path / "c.npy"))
     assert out.exit_code == 0 and "(2 refused images skipped)" in out.output, out.output
-    skipped = out.stderr.strip().splitlines()
+    lines = out.stderr.strip().splitlines()
+    skipped = [line for line in lines if line.startswith("skipped: ")]
     assert len(skipped) == 2 and "c.png: colour image" in skipped[0], skipped
+    assert [line for line in lines if line not in skipped] == [  # a.png is 50x40
+        f"warning: {mixed_folder / 'a.png'}: 50x40, not square: its centre 40x40 is used"]
     assert "junk.png: unreadable image" in skipped[1]
     assert np.load(tmp_path / "c.npy").shape == (2, 8)
     assert [Path(n).name for n in (tmp_path / "c.npy.txt").read_text().split()] == ["a.png",
@@ -473,3 +476,19 @@ def test_convert_to_what_the_model_does_not_take_is_one_line(files, tmp_path):
     out = alae_here("encode", "--model", str(tmp_path / "rgb.pt"), "--convert", "rgb", "--out",
                     str(tmp_path / "c.npy"), str(files / "imgs"))
     assert out.exit_code == 0 and "(--convert rgb: 2 converted)" in out.output, out.output
+
+
+def test_images_far_from_the_models_square_resolution_are_named_with_what_happens(files, tmp_path):
+    rng = np.random.default_rng(1)
+    imgs = tmp_path / "in"
+    imgs.mkdir()
+    for name, shape in (("wide.png", (32, 64)), ("tiny.png", (8, 8)), ("fine.png", (30, 32))):
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(imgs / name)
+    out = alae_here("reconstruct", "--model", str(files / "alae.pt"), str(imgs), "--out",
+                    str(tmp_path / "rec"))
+    assert out.exit_code == 0, out.output
+    warnings = sorted(line for line in out.stderr.splitlines() if line.startswith("warning: "))
+    assert len(warnings) == 2, out.stderr
+    assert "tiny.png: 8x8, upscaled 4.0x to 32x32" in warnings[0]
+    assert "wide.png: 64x32, not square: its centre 32x32 is used" in warnings[1]
+    assert "FFHQ" not in out.stderr  # said for large models only
