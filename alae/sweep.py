@@ -108,8 +108,8 @@ def rows_of_runs(grid: Grid, runs: list[dict[str, Any]]) -> list[dict[str, Any]]
     """One row per experiment of the grid that finished (the latest run where there are
     several): its candidate, seed, run key, commit, the varied params, metrics and stage times."""
     varied = sorted({k for o in grid.candidates.values() for k in o} | set(grid.common))
-    names = {name: (cand, seed) for cand in grid.candidates for seed in grid.seeds
-             for name in [f"{grid.name}-{cand}-s{seed}"]}
+    names = {name: (cand, overrides["seed"]) for cand in grid.candidates
+             for name, overrides in grid.experiments([cand])}
     latest: dict[str, dict] = {}
     for run in runs:
         name = run["exp_name"]

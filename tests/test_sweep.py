@@ -88,6 +88,15 @@ def test_export_keeps_the_latest_finished_run_per_experiment_and_reports_mean_an
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_export_follows_a_candidates_own_seeds(tmp_path):
+    grid = {**GRID, "seeds": [0], "candidates": {"a": {}, "final": {"seeds": [0, 1, 2]}}}
+    grid = sw.load_grid(write_grid(tmp_path, grid), ROOT / "params.yaml")
+    runs = [fake_run("t-final-s2", 30.0, 1), fake_run("t-final-s1", 20.0, 2),
+            fake_run("t-a-s1", 10.0, 3)]  # a's grid seeds are [0]: s1 is not one of its runs
+    rows = sw.rows_of_runs(grid, runs)
+    assert [(r["experiment"], r["seed"]) for r in rows] == [("t-final-s1", 1), ("t-final-s2", 2)]
+
+
 def test_nothing_finished_is_an_error_not_an_empty_csv(tmp_path):
     with pytest.raises(ConfigError, match="no finished experiment"):
         sw.write_csv([], tmp_path / "t.csv")
