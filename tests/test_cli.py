@@ -226,7 +226,7 @@ def test_mix_refuses_a_block_the_model_has_not(files, tmp_path):
     params = parse_params(STYLE)
     save_model(tmp_path / "8px.pt", build_model(params.model, channels=1, resolution=8), params,
                meta={})
-    out = alae_here("mix", "--model", str(tmp_path / "8px.pt"), str(files / "imgs/a.png"),
+    out = alae_here("mix", "--model", str(tmp_path / "8px.pt"), str(files / "imgs/b.jpg"),
                     str(files / "imgs/b.jpg"), "--styles", "middle", str(tmp_path / "m.png"))
     one_line_error(out, "--styles middle: a 8x8 model has only coarse, fine styles")
     assert not (tmp_path / "m.png").exists()
