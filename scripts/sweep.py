@@ -54,11 +54,19 @@ def main() -> None:
 @main.command()
 @grid_arg
 @only_opt
+@click.option("--seed", "seeds", multiple=True, type=int,
+              help="only these seeds of the candidates (default: each candidate's seeds)")
 @exits_cleanly
-def queue(grid_path: str, only: tuple[str, ...]) -> None:
+def queue(grid_path: str, only: tuple[str, ...], seeds: tuple[int, ...]) -> None:
     """Queue the grid's experiments (nothing runs yet)."""
     grid = sw.load_grid(grid_path, ROOT / "params.yaml")
-    for name, overrides in grid.experiments(only or None):
+    runs = grid.experiments(only or None)
+    if seeds:
+        runs = [(name, o) for name, o in runs if o["seed"] in seeds]
+        if not runs:
+            raise UserError(f"--seed {', '.join(map(str, seeds))}: no such seed among the "
+                            "chosen candidates' seeds")
+    for name, overrides in runs:
         _dvc(*sw.queue_command(name, overrides)[1:])
         click.echo(f"queued {name}")
 
