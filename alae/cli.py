@@ -210,12 +210,19 @@ def _model_and_images(model_path: str, device: str, files: list[Path], convert: 
                       given: tuple[str, ...] | None = None
                       ) -> tuple[ALAE, torch.Tensor, list[int], str]:
     """The model, the images it takes, which of `files` they are, and a note for the command's
-    message. Files found inside the folders among `given` (the command's arguments) that are
-    refused are passed over, each named on stderr; a refused file named itself stops the
-    command, as does every refused file when `given` is None."""
+    message (see _images_for)."""
+    model, where = _load(model_path, device)
+    return (model, *_images_for(model, where, files, convert, given))
+
+
+def _images_for(model: ALAE, where: torch.device, files: list[Path], convert: str | None,
+                given: tuple[str, ...] | None = None) -> tuple[torch.Tensor, list[int], str]:
+    """The images of `files` that `model` takes, on `where`; which of `files` they are; and a
+    note for the command's message. Files found inside the folders among `given` (the command's
+    arguments) that are refused are passed over, each named on stderr; a refused file named
+    itself stops the command, as does every refused file when `given` is None."""
     from alae.images import load_usable
 
-    model, where = _load(model_path, device)
     in_folders = set(files) - {Path(p) for p in given} if given is not None else set()
     loaded = load_usable(files, model.resolution, model.channels, convert, in_folders)
     for line in loaded.refused:
@@ -225,7 +232,7 @@ def _model_and_images(model_path: str, device: str, files: list[Path], convert: 
     notes = [f"--convert {convert}: {loaded.converted} converted"] if convert else []
     notes += [f"{len(loaded.refused)} refused images skipped"] if loaded.refused else []
     note = f" ({'; '.join(notes)})" if notes else ""
-    return model, loaded.images.to(where), loaded.kept, note
+    return loaded.images.to(where), loaded.kept, note
 
 
 @main.command()
@@ -379,6 +386,52 @@ def mix(model_path: str, source: str, dest: str, out: str, styles: str, compare:
     click.echo(f"wrote {dest} with the {styles} styles of {source} "
                f"({slot_resolutions(model, slots)}: style slots {slots.start}-{slots.stop - 1}) "
                f"to {out}{said}{note}")
+
+
+@main.command()
+@model_option
+@click.argument("images", nargs=-1)
+@click.option("--shards", type=click.Path(exists=True, file_okay=False),
+              help="take the real images from these shards' test split instead of IMAGES")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--metrics", "metrics_path", type=click.Path(exists=True, dir_okay=False),
+              help="an eval.json (the evaluate stage's) whose numbers go into the titles")
+@convert_option
+@device_option
+@exits_cleanly
+def figures(model_path: str, images: tuple[str, ...], shards: str | None, out: str,
+            metrics_path: str | None, convert: str | None, device: str) -> None:
+    """The figures stage's figures of any model file (an imported authors' model too), with the
+    real images from IMAGES (files or folders, in the order given) or from --shards: samples,
+    reconstructions, interpolations, style mixing and, for a file the train stage wrote, the
+    progress figure. Settings (seed, psi, grid size) are the `figures` params the model file
+    holds."""
+    import json
+
+    from alae.checkpoint import load_snapshots
+    from alae.figures import (figure_set, figure_titles, first_test_images, reals_needed,
+                              save_png, titled)
+    from alae.images import expand
+
+    if bool(images) == bool(shards):
+        raise UserError("give the real images either as IMAGES or as --shards, not both or neither")
+    where = resolve_device(device, "--device")
+    model, params, meta = load_model(model_path, where)
+    cfg = params.figures
+    if shards:
+        reals, source = first_test_images(model, shards, reals_needed(cfg)), "test images"
+        note = ""
+    else:
+        files = [path for path, _ in expand(images)][:reals_needed(cfg)]  # what the figures use
+        reals, _, note = _images_for(model, where, files, convert, images)
+        source = "your images"
+    metrics = json.loads(Path(metrics_path).read_text()) if metrics_path else {}
+    made, skipped = figure_set(model, cfg, reals, load_snapshots(model_path))
+    for line in skipped:
+        click.echo(f"not written: {line}", err=True)
+    for name, image in made.items():
+        save_png(titled(image, figure_titles(name, params, meta, metrics, source)), Path(out) / name)
+    click.echo(f"wrote {', '.join(made)} to {out} ({len(reals)} real images){note}")
 
 
 if __name__ == "__main__":

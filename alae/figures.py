@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from alae.config import FiguresConfig
+from alae.config import FiguresConfig, Params
 from alae.data import eval_batches
 from alae.io import atomic_open
 from alae.nn import ALAE
@@ -89,9 +89,15 @@ def _seeded_z(model: ALAE, n: int, seed: int) -> torch.Tensor:
     return torch.randn(n, model.latent, generator=gen).to(_device(model))
 
 
-def _test_images(model: ALAE, shards_dir: str | Path, n: int, skip: int = 0) -> torch.Tensor:
-    batches = eval_batches(shards_dir, "test", model.resolution, n + skip, limit=n + skip)
-    return torch.cat([x for x, _ in batches])[skip:].to(_device(model))
+def first_test_images(model: ALAE, shards_dir: str | Path, n: int) -> torch.Tensor:
+    """The first `n` images of the shards' test split, at the model's resolution."""
+    batches = eval_batches(shards_dir, "test", model.resolution, n, limit=n)
+    return torch.cat([x for x, _ in batches]).to(_device(model))
+
+
+def reals_needed(cfg: FiguresConfig) -> int:
+    """How many real images the figures take from the front of their pool (figure_set)."""
+    return max(cfg.pairs * cfg.columns, 2 * cfg.pairs, 2 * min(cfg.columns, 6))
 
 
 def _rows(images: torch.Tensor, columns: int) -> list[torch.Tensor]:
@@ -110,8 +116,9 @@ def samples_figure(model: ALAE, cfg: FiguresConfig, truncate: bool = True) -> Im
 
 
 @torch.no_grad()
-def reconstructions_figure(model: ALAE, shards_dir: str | Path, cfg: FiguresConfig) -> Image.Image:
-    real = _test_images(model, shards_dir, cfg.pairs * cfg.columns)
+def reconstructions_figure(model: ALAE, reals: torch.Tensor, cfg: FiguresConfig) -> Image.Image:
+    """The first `pairs` rows of `reals` (up to `columns` each), each above its reconstruction."""
+    real = reals[:cfg.pairs * cfg.columns]
     torch.manual_seed(cfg.seed)
     rec = model.reconstruct(real)
     rows, labels = [], []
@@ -128,15 +135,17 @@ def lerp_codes(wa: torch.Tensor, wb: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def interpolation_figure(model: ALAE, shards_dir: str | Path, cfg: FiguresConfig) -> Image.Image:
-    """Pairs of real test images; their codes E(x) linearly interpolated in W and decoded. The
-    end columns are the two reconstructions; the real images frame each row."""
+def interpolation_figure(model: ALAE, reals: torch.Tensor, cfg: FiguresConfig) -> Image.Image:
+    """Pairs of real images (0 and 1, 2 and 3, ... of `reals`; at most `pairs`); their codes
+    E(x) linearly interpolated in W and decoded. The end columns are the two reconstructions;
+    the real images frame each row."""
     steps = cfg.columns
-    real = _test_images(model, shards_dir, 2 * cfg.pairs)
+    pairs = min(cfg.pairs, len(reals) // 2)
+    real = reals[:2 * pairs]
     a, b = real[0::2], real[1::2]
     wa, wb = model.encode(a), model.encode(b)
     rows, labels = [], []
-    for i in range(cfg.pairs):
+    for i in range(pairs):
         w = lerp_codes(wa[i], wb[i], steps)
         torch.manual_seed(cfg.seed)
         rows.append(torch.cat([a[i:i + 1], model.decode(w), b[i:i + 1]]))
@@ -178,12 +187,12 @@ def mix_styles(model: ALAE, w_dest: torch.Tensor, w_src: torch.Tensor, slots: ra
 
 
 @torch.no_grad()
-def style_mixing_figure(model: ALAE, shards_dir: str | Path, cfg: FiguresConfig) -> Image.Image:
-    """Sources (encoded real test images) across the top, destinations down the side; each cell
-    is the destination with the source's coarse, middle or fine styles copied in."""
-    n = min(cfg.columns, 6)
-    sources = _test_images(model, shards_dir, n)
-    dests = _test_images(model, shards_dir, n, skip=n)
+def style_mixing_figure(model: ALAE, reals: torch.Tensor, cfg: FiguresConfig) -> Image.Image:
+    """Sources (encoded real images, the first n of `reals`) across the top, destinations (the
+    next n) down the side; each cell is the destination with the source's coarse, middle or fine
+    styles copied in. n is at most 6 and at most `columns`."""
+    n = min(cfg.columns, 6, len(reals) // 2)
+    sources, dests = reals[:n], reals[n:2 * n]
     w_src, w_dest = model.encode(sources), model.encode(dests)
     blank = torch.full_like(sources[:1], -1.0)
     rows, labels = [torch.cat([blank, sources])], ["sources"]
@@ -194,3 +203,73 @@ def style_mixing_figure(model: ALAE, shards_dir: str | Path, cfg: FiguresConfig)
             rows.append(torch.cat([dests[j:j + 1], model.decode(styles)]))
             labels.append(f"{block}" if j == 0 else "")
     return grid(rows, labels)
+
+
+def figure_set(model: ALAE, cfg: FiguresConfig, reals: torch.Tensor,
+               snapshots: Optional[dict[int, torch.Tensor]] = None
+               ) -> tuple[dict[str, Image.Image], list[str]]:
+    """Every figure of a model, by file name, and a line for each that could not be made:
+    samples with and without truncation, reconstructions and interpolations of `reals` (real
+    images, reals_needed(cfg) of them make the full figures), and for a StyleALAE the style
+    mixing and, from the per-level samples training kept, the progress figure."""
+    figures = {
+        "samples.png": samples_figure(model, cfg, truncate=True),
+        "samples_untruncated.png": samples_figure(model, cfg, truncate=False),
+    }
+    skipped = []
+    if len(reals):
+        figures["reconstructions.png"] = reconstructions_figure(model, reals, cfg)
+    else:
+        skipped.append("reconstructions.png: no real images")
+    two = len(reals) >= 2
+    if two:
+        figures["interpolation.png"] = interpolation_figure(model, reals, cfg)
+    else:
+        skipped.append("interpolation.png: needs two real images")
+    if not model.progressive:
+        skipped.append("style_mixing.png and progress.png: a StyleALAE's only (this model has "
+                       "one w for the whole image and does not grow)")
+        return figures, skipped
+    if two:
+        figures["style_mixing.png"] = style_mixing_figure(model, reals, cfg)
+    else:
+        skipped.append("style_mixing.png: needs two real images")
+    if snapshots:
+        figures["progress.png"] = progress_figure(snapshots, cfg.columns)
+    else:
+        skipped.append("progress.png: the model file holds no per-level samples (it was not "
+                       "written by the train stage)")
+    return figures, skipped
+
+
+def _metric(metrics: dict, key: str, text: str) -> str:
+    return f"{text} {metrics[key]:.4g}" if isinstance(metrics.get(key), (int, float)) else ""
+
+
+def figure_titles(name: str, params: Params, meta: dict, metrics: dict,
+                  reals: str = "test images") -> list[str]:
+    """Title lines of figure `name`: the run (short key), images seen, model, what is drawn,
+    and the evaluate stage's number for it where `metrics` (its eval.json) has one. `reals`
+    says where the real images came from."""
+    m, f = params.model, params.figures
+    seen = f" | {meta['images_seen'] / 1000:.0f} kimg" if "images_seen" in meta else ""
+    run = f"run {str(meta.get('run_key', '?'))[:8]}{seen} | {m.kind} ALAE, latent {m.latent}"
+    space = params.evaluate.features
+    n = f"{params.evaluate.num_images // 1000}k" if params.evaluate.num_images >= 1000 \
+        else str(params.evaluate.num_images)
+    what = {
+        "samples.png": [f"samples G(F(z)), truncated: psi {f.psi} on the first {f.cutoff} "
+                        "style slots" if f.psi is not None else "samples G(F(z)), no truncation"],
+        "samples_untruncated.png": ["samples G(F(z)), no truncation (what FID measures)",
+                                    _metric(metrics, f"fid_{space}", f"FID ({space}, {n}):")],
+        "reconstructions.png": [f"{reals} x and their reconstructions G(E(x))",
+                                " | ".join(filter(None, (
+                                    _metric(metrics, f"rec_fid_{space}", f"rec FID ({space}, {n}):"),
+                                    _metric(metrics, "mse", "mse:"))))],
+        "interpolation.png": [f"E(x_a) -> E(x_b) in W, decoded in {f.columns} steps; the real "
+                              "x_a and x_b at the ends"],
+        "style_mixing.png": ["row: the left image with the styles of the source above copied "
+                             "in (coarse, middle or fine, as labelled)"],
+        "progress.png": ["fixed-seed samples at the end of each level of detail"],
+    }
+    return [run, *what.get(name, [])]

@@ -29,7 +29,9 @@ METRICS = ("fid_classifier", "rec_fid_classifier", "mse", "probe_acc", "probe_ac
            "ppl_full_classifier", "fid_floor_classifier", "train_seconds", "train_img_per_s")
 STAGES = ("shard", "featurenet", "refstats", "train", "evaluate", "figures")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-TABLE_START, TABLE_END = "<!-- sweep-table:start -->", "<!-- sweep-table:end -->"
+MARKERS = {"sweep": ("<!-- sweep-table:start -->", "<!-- sweep-table:end -->"),
+           "frontier": ("<!-- frontier-table:start -->", "<!-- frontier-table:end -->")}
+TABLE_START, TABLE_END = MARKERS["sweep"]
 
 
 @dataclass(frozen=True)
@@ -40,16 +42,28 @@ class Grid:
     candidates: dict[str, dict[str, Any]]  # name -> overrides
     candidate_seeds: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     # ^ a candidate's own `seeds: [...]` (e.g. a finalist's three), else the grid's
+    untimed: frozenset[str] = frozenset()
+    # ^ experiments listed under `untimed:`: they shared the machine with other work, so their
+    #   wall times compare with nothing (the table leaves them out of its times, the figure out)
 
-    def experiments(self, only: Optional[Iterable[str]] = None) -> list[tuple[str, dict[str, Any]]]:
-        """(experiment name, overrides) per candidate and seed, candidates in file order."""
+    def experiments(self, only: Optional[Iterable[str]] = None,
+                    seeds: Optional[Iterable[int]] = None) -> list[tuple[str, dict[str, Any]]]:
+        """(experiment name, overrides) per candidate and seed, candidates in file order;
+        `seeds` keeps only those of each candidate's seeds (e.g. a finalist's third)."""
         wanted = list(only or self.candidates)
         for c in wanted:
             if c not in self.candidates:
                 raise ConfigError(f"candidate {c!r} is not in grid {self.name!r} "
                                   f"(known: {', '.join(self.candidates)})")
-        return [(f"{self.name}-{c}-s{seed}", {**self.common, **self.candidates[c], "seed": seed})
+        runs = [(f"{self.name}-{c}-s{seed}", {**self.common, **self.candidates[c], "seed": seed})
                 for c in wanted for seed in self.candidate_seeds.get(c, self.seeds)]
+        if seeds is not None:
+            keep = set(seeds)
+            runs = [(name, o) for name, o in runs if o["seed"] in keep]
+            if not runs:
+                raise ConfigError(f"seed {', '.join(map(str, sorted(keep)))} is none of the "
+                                  f"seeds of {', '.join(wanted)}")
+        return runs
 
 
 def _set(tree: dict, dotted: str, value: Any) -> None:
@@ -71,9 +85,10 @@ def load_grid(path: str | Path, params_path: str | Path = "params.yaml") -> Grid
         raise ConfigError(f"{path}: a grid has 'name', 'seeds', 'common' and 'candidates' (a mapping)")
     candidates = {str(k): dict(v or {}) for k, v in raw["candidates"].items()}
     own_seeds = {k: tuple(v.pop("seeds")) for k, v in candidates.items() if "seeds" in v}
+    untimed = frozenset(str(name) for name in raw.get("untimed") or [])
     grid = Grid(name=str(raw.get("name", path.stem)), seeds=tuple(raw.get("seeds", [0])),
                 common=dict(raw.get("common") or {}), candidates=candidates,
-                candidate_seeds=own_seeds)
+                candidate_seeds=own_seeds, untimed=untimed)
     for name in (grid.name, *grid.candidates):
         if not NAME.match(name):
             raise ConfigError(f"{path}: {name!r} is not a usable experiment name "
@@ -123,6 +138,7 @@ def rows_of_runs(grid: Grid, runs: list[dict[str, Any]]) -> list[dict[str, Any]]
         stage_s = {f"seconds_{s}": m.get(f"stage_seconds_{s}") for s in STAGES}
         rows.append({"experiment": name, "candidate": cand, "seed": seed,
                      "run_key": run["run_key"], "commit": run["commit"][:12],
+                     "timed": name not in grid.untimed,
                      **{f"param:{k}": run["params"].get(k, "") for k in varied},
                      **{k: m.get(k) for k in METRICS}, **stage_s,
                      "seconds_pipeline": sum(v for v in stage_s.values() if v is not None)})
@@ -155,6 +171,15 @@ def _num(value: str) -> Optional[float]:
     return None if math.isnan(v) else v
 
 
+TIMES = ("train_seconds", "seconds_pipeline")
+
+
+def _timed(row: dict[str, Any]) -> bool:
+    """False for a run whose wall time compares with nothing (its grid's `untimed:` list); CSVs
+    written before the column existed hold timed runs only."""
+    return str(row.get("timed", "True")) != "False"
+
+
 def _mean_sd(values: list[float], digits: int) -> str:
     if not values:
         return "–"
@@ -170,6 +195,8 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         groups.setdefault((r["sweep"], r["candidate"]), []).append(r)
 
     def col(rs, key):
+        if key in TIMES:
+            rs = [r for r in rs if _timed(r)]
         return [v for v in (_num(r.get(key)) for r in rs) if v is not None]
 
     order = sorted(groups, key=lambda g: statistics.mean(col(groups[g], "fid_classifier") or [1e9]))
@@ -188,17 +215,54 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_readme_table(readme: str | Path, table: str, sources: list[str]) -> None:
+def write_readme_table(readme: str | Path, table: str, sources: list[str],
+                       which: str = "sweep") -> None:
+    """Replace what stands between the README's `which` markers (sweep or frontier)."""
     readme = Path(readme)
     text = readme.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise ConfigError(f"{readme}: no {TABLE_START} ... {TABLE_END} markers to write the table between")
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    note = (f"<!-- generated by `python scripts/sweep.py report` from {', '.join(sources)}; "
+    start, end = MARKERS[which]
+    if start not in text or end not in text:
+        raise ConfigError(f"{readme}: no {start} ... {end} markers to write the table between")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    command = "report" if which == "sweep" else "frontier"
+    note = (f"<!-- generated by `python scripts/sweep.py {command}` from {', '.join(sources)}; "
             "do not edit by hand -->")
     with atomic_open(readme, "w") as f:
-        f.write(f"{head}{TABLE_START}\n{note}\n{table}\n{TABLE_END}{tail}")
+        f.write(f"{head}{start}\n{note}\n{table}\n{end}{tail}")
+
+
+def merge_frontier_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """`rows` into the CSV at `path`, replacing rows of the same experiment and mark; sorted by
+    experiment and budget."""
+    path = Path(path)
+    new = {(r["experiment"], str(r["kimg"])) for r in rows}
+    old = []
+    if path.exists():
+        old = [r for r in read_csvs([path]) if (r["experiment"], r["kimg"]) not in new]
+        for r in old:
+            r.pop("sweep")
+    write_csv(sorted(old + rows, key=lambda r: (r["experiment"], float(r["kimg"]))), path)
+
+
+def frontier_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per run and budget (kimg), in the order of the CSV. No times: a
+    background run's wall time compares with nothing (the budget is the kimg)."""
+    lines = ["| run | kimg | fid_classifier | rec_fid_classifier | mse | probe_acc − pixels | "
+             "ppl_full_classifier |", "|---|---|---|---|---|---|---|"]
+
+    def f(value: Optional[float], spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    for r in rows:
+        v = {k: _num(r.get(k)) for k in ("fid_classifier", "rec_fid_classifier", "mse", "probe_acc",
+                                          "probe_acc_pixels", "ppl_full_classifier")}
+        gap = (None if None in (v["probe_acc"], v["probe_acc_pixels"])
+               else v["probe_acc"] - v["probe_acc_pixels"])
+        lines.append(f"| {r['experiment']} | {r['kimg']} | {f(v['fid_classifier'], '.1f')} | "
+                     f"{f(v['rec_fid_classifier'], '.1f')} | {f(v['mse'], '.4f')} | {f(gap, '.3f')} | "
+                     f"{f(v['ppl_full_classifier'], '.1f')} |")
+    return "\n".join(lines)
 
 
 def plot_fid_vs_time(rows: list[dict[str, Any]], out: str | Path) -> None:
@@ -212,7 +276,7 @@ def plot_fid_vs_time(rows: list[dict[str, Any]], out: str | Path) -> None:
     groups: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
         t, fid = _num(r.get("train_seconds")), _num(r.get("fid_classifier"))
-        if t is not None and fid is not None:
+        if t is not None and fid is not None and _timed(r):
             groups.setdefault(f"{r['sweep']}/{r['candidate']}", []).append((t / 60, fid))
     for label, points in sorted(groups.items()):
         xs, ys = zip(*points)

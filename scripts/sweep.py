@@ -6,6 +6,7 @@ sweeps/<name>.csv, and regenerate the README's table and sweeps/fid_vs_time.png 
     python scripts/sweep.py queue sweeps/default.yaml --only mlp
     python scripts/sweep.py export sweeps/default.yaml     # after `dvc queue start` by hand
     python scripts/sweep.py report                          # every sweeps/*.csv
+    python scripts/sweep.py frontier default-frontier-720k-s0 --marks 180,360,720
 """
 from __future__ import annotations
 
@@ -60,13 +61,7 @@ def main() -> None:
 def queue(grid_path: str, only: tuple[str, ...], seeds: tuple[int, ...]) -> None:
     """Queue the grid's experiments (nothing runs yet)."""
     grid = sw.load_grid(grid_path, ROOT / "params.yaml")
-    runs = grid.experiments(only or None)
-    if seeds:
-        runs = [(name, o) for name, o in runs if o["seed"] in seeds]
-        if not runs:
-            raise UserError(f"--seed {', '.join(map(str, seeds))}: no such seed among the "
-                            "chosen candidates' seeds")
-    for name, overrides in runs:
+    for name, overrides in grid.experiments(only or None, seeds or None):
         _dvc(*sw.queue_command(name, overrides)[1:])
         click.echo(f"queued {name}")
 
@@ -115,6 +110,68 @@ def report(csvs: tuple[str, ...], readme: str, figure: str) -> None:
                           [str(Path(p).resolve().relative_to(ROOT)) for p in paths])
     sw.plot_fid_vs_time(rows, figure)
     click.echo(f"wrote the table into {readme} and {figure} from {len(rows)} runs")
+
+
+@main.command()
+@click.argument("experiment")
+@click.option("--marks", default="180,360,720", show_default=True,
+              help="kimg at which to evaluate the run's kept checkpoints (the first at or after each)")
+@click.option("--csv", "csv_path", default=str(ROOT / "sweeps" / "frontier.csv"), show_default=True)
+@click.option("--params", "params_path", default=str(ROOT / "params.yaml"), show_default=True,
+              help="its `evaluate` section is the protocol (the evaluate stage's)")
+@click.option("--featurenet", default=str(ROOT / "models" / "featurenet.pt"), show_default=True)
+@click.option("--refstats", default=str(ROOT / "models" / "refstats_classifier.npz"), show_default=True)
+@click.option("--shards", default=str(ROOT / "data" / "shards"), show_default=True)
+@exits_cleanly
+def frontier(experiment: str, marks: str, csv_path: str, params_path: str, featurenet: str,
+             refstats: str, shards: str) -> None:
+    """The evaluate stage's metrics of one run at several budgets, from its kept checkpoints.
+
+    The schedule is a function of images seen alone, so a long run passes through the state of
+    every shorter run of the same params and seed: its checkpoint at 180 kimg is the model a
+    180 kimg run ends with. Rows go to --csv (replacing the same experiment and mark), the
+    README's frontier table is regenerated from it."""
+    import json
+
+    from alae.checkpoint import load_checkpoint, load_model
+    from alae.config import load_params
+    from alae.devices import resolve_device
+    from alae.metrics import evaluate_model
+    from alae.metrics.features import load_extractor
+    from alae.metrics.ppl import load_distance
+    from alae.metrics.refstats import load_reference
+    from alae.tracking import exported_runs
+
+    runs = [r for r in exported_runs(experiment) if r["exp_name"] == experiment and r["run_key"]]
+    if not runs:
+        raise UserError(f"{experiment}: no run of that experiment in the MLflow store")
+    key = max(runs, key=lambda r: r["start_time"])["run_key"]
+    folder = ROOT / ".alae" / "runs" / key
+    kept = {int(p.stem.split("-")[1]): p for p in sorted(folder.glob("ckpt-*.pt"))}
+    cfg = load_params(params_path).evaluate
+    device = resolve_device(cfg.device, "evaluate.device")
+    extractor = load_extractor(cfg.features, featurenet, device)
+    distance = load_distance(cfg.ppl_distance, extractor, device)
+    rows = []
+    for mark in (float(m) for m in marks.split(",")):
+        seen = [n for n in kept if n >= mark * 1000]
+        if not seen:
+            raise UserError(f"{folder}: no kept checkpoint at or after {mark:g} kimg "
+                            f"(kept: {', '.join(f'{n / 1000:g}' for n in kept) or 'none'})")
+        path = kept[min(seen)]
+        model, _, _ = load_model(path, device)
+        reference = load_reference(refstats, extractor, shards, int(model.resolution))
+        metrics = evaluate_model(model, extractor, shards, cfg, reference=reference,
+                                 ppl_distance=distance)
+        seconds = load_checkpoint(path)["training"]["seconds"]
+        rows.append({"experiment": experiment, "run_key": key, "kimg": f"{mark:g}",
+                     "images_seen": min(seen), "train_seconds": seconds, **metrics})
+        click.echo(f"{experiment} at {min(seen)} images: " + json.dumps(
+            {k: round(v, 4) for k, v in metrics.items()}))
+    sw.merge_frontier_csv(csv_path, rows)
+    sw.write_readme_table(ROOT / "README.md", sw.frontier_table(sw.read_csvs([csv_path])),
+                          [str(Path(csv_path).resolve().relative_to(ROOT))], which="frontier")
+    click.echo(f"wrote {len(rows)} rows to {csv_path} and the README's frontier table")
 
 
 @main.command(name="all")

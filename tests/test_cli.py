@@ -492,3 +492,31 @@ def test_images_far_from_the_models_square_resolution_are_named_with_what_happen
     assert "tiny.png: 8x8, upscaled 4.0x to 32x32" in warnings[0]
     assert "wide.png: 64x32, not square: its centre 32x32 is used" in warnings[1]
     assert "FFHQ" not in out.stderr  # said for large models only
+
+
+def test_figures_of_any_model_file_from_ones_own_images(files, tmp_path):
+    out = tmp_path / "figs"
+    result = alae_here("figures", "--model", str(files / "alae.pt"), str(files / "imgs"),
+                       "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "interpolation.png", "reconstructions.png", "samples.png", "samples_untruncated.png",
+        "style_mixing.png"]
+    # No per-level samples in a file the train stage did not write: said, not silently left out.
+    assert "not written: progress.png" in result.stderr
+    assert "wrote" in result.stdout and "(2 real images)" in result.stdout
+    # The real images are the user's: the reconstruction figure's first cell is a.png.
+    rec = np.asarray(Image.open(out / "reconstructions.png").convert("L"))
+    x = load_images([files / "imgs/a.png"], 32, 1)[0]
+    cell = np.asarray(to_image(x).convert("L").resize((64, 64), Image.NEAREST))
+    top = rec.shape[0] - (2 * (64 + PAD) + PAD) + PAD  # under the title band: row 1, column 1
+    assert np.array_equal(rec[top:top + 64, LABEL_WIDTH + PAD:LABEL_WIDTH + PAD + 64], cell)
+
+
+@pytest.mark.parametrize("args", [(), ("--shards", "."), ])
+def test_figures_wants_images_or_shards_not_both(files, tmp_path, args):
+    extra = [str(files / "imgs")] if args else []
+    result = alae_here("figures", "--model", str(files / "alae.pt"), "--out",
+                       str(tmp_path / "f"), *args, *extra)
+    one_line_error(result, "IMAGES", "--shards")
+    assert not (tmp_path / "f").exists()

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from alae.config import FiguresConfig, parse_params
-from alae.figures import (LABEL_WIDTH, PAD, interpolation_figure, mix_styles,
-                          reconstructions_figure, samples_figure, slot_resolutions,
-                          style_mixing_figure, style_ranges)
+from alae.figures import (LABEL_WIDTH, PAD, figure_set, first_test_images, interpolation_figure,
+                          mix_styles, reconstructions_figure, reals_needed, samples_figure,
+                          slot_resolutions, style_mixing_figure, style_ranges)
 from alae.nn import ALAE, build_model
 
 CFG = FiguresConfig(samples=12, pairs=2, columns=4, psi=0.7, cutoff=4)
@@ -61,8 +61,13 @@ def test_samples_grid_size_and_truncation(style_model):
     assert np.asarray(samples_figure(style_model, CFG)).tobytes() == np.asarray(truncated).tobytes()
 
 
-def test_reconstruction_cells_sit_below_their_images(tiny_shards):
-    image = reconstructions_figure(Identity(), tiny_shards, CFG)
+@pytest.fixture(scope="module")
+def reals(tiny_shards):
+    return first_test_images(Identity(), tiny_shards, reals_needed(CFG))
+
+
+def test_reconstruction_cells_sit_below_their_images(reals):
+    image = reconstructions_figure(Identity(), reals, CFG)
     assert image.size == expected_size(4, 4, 32)
     c = cells(image, 4, 4, 32)
     for pair in range(2):
@@ -73,10 +78,10 @@ def test_reconstruction_cells_sit_below_their_images(tiny_shards):
         assert np.diag(corr).min() > off.max() + 0.05
 
 
-def test_interpolation_ends_are_the_real_images(tiny_shards, style_model):
-    image = interpolation_figure(style_model, tiny_shards, CFG)
+def test_interpolation_ends_are_the_real_images(reals, style_model):
+    image = interpolation_figure(style_model, reals, CFG)
     assert image.size == expected_size(2, 4 + 2, 32)
-    first_real = cells(reconstructions_figure(Identity(), tiny_shards, CFG), 1, 2, 32)[0]
+    first_real = cells(reconstructions_figure(Identity(), reals, CFG), 1, 2, 32)[0]
     interp = cells(image, 1, 6, 32)[0]
     assert np.array_equal(interp[0], first_real[0])  # x_a: test image 0
     assert np.array_equal(interp[5], first_real[1])  # x_b: test image 1
@@ -104,11 +109,31 @@ def test_style_blocks_split_the_models_own_levels(resolution, blocks):
     assert [s for r in ranges.values() for s in r] == list(range(2 * model.num_levels))
 
 
-def test_style_mixing_blocks_at_32px(style_model, tiny_shards):
+def test_style_mixing_blocks_at_32px(style_model, reals):
     ranges = style_ranges(style_model)
     assert ranges == {"coarse": range(0, 4), "middle": range(4, 6), "fine": range(6, 8)}
-    image = style_mixing_figure(style_model, tiny_shards, CFG)
+    image = style_mixing_figure(style_model, reals, CFG)
     assert image.size == expected_size(1 + 3 * 4, 4 + 1, 32)
+
+
+def test_the_figure_set_makes_what_its_real_images_allow(style_model, reals):
+    full, skipped = figure_set(style_model, CFG, reals)
+    assert set(full) == {"samples.png", "samples_untruncated.png", "reconstructions.png",
+                         "interpolation.png", "style_mixing.png"}
+    assert [s.split(":")[0] for s in skipped] == ["progress.png"]
+    # Three real images: one interpolation row, one mixing source and destination.
+    few, _ = figure_set(style_model, CFG, reals[:3])
+    assert few["interpolation.png"].size == expected_size(1, 4 + 2, 32)
+    assert few["style_mixing.png"].size == expected_size(1 + 3, 1 + 1, 32)
+    assert few["reconstructions.png"].size == expected_size(2, 3, 32)
+    one, skipped = figure_set(style_model, CFG, reals[:1])
+    assert "interpolation.png" not in one and "style_mixing.png" not in one
+    assert sum("needs two real images" in s for s in skipped) == 2
+    mlp = build_model(parse_params({"model": {"kind": "mlp", "latent": 8, "hidden": 16,
+                                              "mapping_layers": 2}}).model, channels=1,
+                      resolution=32).eval()
+    made, skipped = figure_set(mlp, CFG, reals)
+    assert "style_mixing.png" not in made and "a StyleALAE's only" in skipped[0]
 
 
 def test_mixing_a_code_with_itself_reproduces_its_reconstruction(style_model, tiny_shards):

@@ -118,3 +118,44 @@ def test_real_dvc_queues_the_grid_with_its_overrides(reproduced_repo, tmp_path):
     bad = write_grid(tmp_path, {**GRID, "candidates": {"x": {"lr": -1}}})
     out = run([sys.executable, "scripts/sweep.py", "queue", str(bad)], repo, check=False)
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "lr" in out.stderr, out.stderr
+
+
+def test_seeds_pick_from_each_candidates_own_seeds(tmp_path):
+    grid = {**GRID, "candidates": {"a": {}, "final": {"seeds": [0, 1, 2]}}}
+    grid = sw.load_grid(write_grid(tmp_path, grid), ROOT / "params.yaml")
+    assert [n for n, _ in grid.experiments(["final"], seeds=[2])] == ["t-final-s2"]
+    assert [n for n, _ in grid.experiments(seeds=[1])] == ["t-a-s1", "t-final-s1"]
+    with pytest.raises(ConfigError, match="seed 2 is none of the seeds of a"):
+        grid.experiments(["a"], seeds=[2])
+
+
+def test_an_untimed_run_keeps_its_metrics_but_not_its_time(tmp_path):
+    grid = {**GRID, "candidates": {"a": {}, "bg": {"lr": 0.003}}, "untimed": ["t-a-s1", "t-bg-s0"]}
+    grid = sw.load_grid(write_grid(tmp_path, grid), ROOT / "params.yaml")
+    runs = [fake_run("t-a-s0", 50.0, 1), fake_run("t-a-s1", 30.0, 2), fake_run("t-bg-s0", 40.0, 3)]
+    runs[1]["metrics"]["train_seconds"] = 6000.0  # shared the machine: ten times as long
+    rows = sw.rows_of_runs(grid, runs)
+    assert [r["timed"] for r in rows] == [True, False, False]
+    out = tmp_path / "t.csv"
+    sw.write_csv(rows, out)
+    table = sw.summary_table(sw.read_csvs([out]))
+    assert "| t | bg | 0 | 40.0 | 50.0 | 0.1000 | 0.050 | – | – |" in table
+    assert "| t | a | 0, 1 | 40.0 ± 14.1 | 50.0 ± 14.1 | 0.1000 ± 0.0000 | 0.050 ± 0.000 | 10.0 | 11.0 |" in table
+
+
+def test_frontier_rows_replace_the_same_run_and_budget(tmp_path):
+    out = tmp_path / "frontier.csv"
+    row = {"experiment": "t-a-s0", "run_key": "k", "kimg": "180", "images_seen": 180032,
+           "train_seconds": 900.0, "fid_classifier": 150.0, "rec_fid_classifier": 160.0,
+           "mse": 0.2, "probe_acc": 0.79, "probe_acc_pixels": 0.8, "ppl_full_classifier": 20.0}
+    sw.merge_frontier_csv(out, [row, {**row, "kimg": "360", "fid_classifier": 120.0}])
+    sw.merge_frontier_csv(out, [{**row, "fid_classifier": 140.0}])
+    rows = sw.read_csvs([out])
+    assert [(r["kimg"], r["fid_classifier"]) for r in rows] == [("180", "140.0"), ("360", "120.0")]
+    table = sw.frontier_table(rows)
+    assert "| t-a-s0 | 180 | 140.0 | 160.0 | 0.2000 | -0.010 | 20.0 |" in table
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{sw.MARKERS['frontier'][0]}\n{sw.MARKERS['frontier'][1]}\nb\n")
+    sw.write_readme_table(readme, table, ["sweeps/frontier.csv"], which="frontier")
+    assert "| t-a-s0 | 360 | 120.0 |" in readme.read_text()
+    assert "scripts/sweep.py frontier" in readme.read_text()
