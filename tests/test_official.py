@@ -18,6 +18,7 @@ from PIL import Image
 from alae.checkpoint import load_model
 from alae.cli import main
 from alae.config import ModelConfig
+from alae.images import load_images
 from alae.nn import build_model
 from alae.official import (CONFIGS, OfficialError, build_official, convert, import_official,
                            mismatches, official_params, read_checkpoint)
@@ -300,7 +301,7 @@ def run(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-def test_the_imported_model_drives_generate_reconstruct_and_mix(mnist, tmp_path):
+def test_the_imported_model_drives_every_model_command(mnist, tmp_path):
     root, _, _ = mnist
     result = run("import-official", str(root / "theirs.pth"), "--config", "mnist",
                  "--out", str(tmp_path / "m.pt"))
@@ -320,6 +321,24 @@ def test_the_imported_model_drives_generate_reconstruct_and_mix(mnist, tmp_path)
                  str(tmp_path / "mix.png"), "--styles", "coarse")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "mix.png").is_file()
+    # The way into W and back, interpolation, and the figures stage's set of the imported model.
+    codes = tmp_path / "codes.npy"
+    pair = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert run("encode", "--model", model, *pair, "--out", str(codes)).exit_code == 0
+    imported, _, _ = load_model(tmp_path / "m.pt")
+    with torch.no_grad():
+        expected = imported.encode(load_images([Path(p) for p in pair], 32, 1)).numpy()
+    assert np.load(codes).shape == (2, 32) and np.allclose(np.load(codes), expected, atol=1e-5)
+    result = run("decode", "--model", model, str(codes), "--outdir", str(tmp_path / "dec"))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["a.png", "b.png"]
+    result = run("interpolate", "--model", model, *pair, str(tmp_path / "i.png"), "--steps", "4")
+    assert result.exit_code == 0, result.output
+    result = run("figures", "--model", model, *pair, "--out", str(tmp_path / "figs"))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "interpolation.png", "reconstructions.png", "samples.png", "samples_untruncated.png",
+        "style_mixing.png"]
 
 
 def test_the_command_refuses_in_one_line_and_writes_nothing(mnist, tmp_path):
