@@ -334,6 +334,23 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def merge_params(base: dict, new: dict) -> dict:
+    """Write `new`'s values into the params tree `base` in place (nested sections merge, any
+    other value replaces), keeping base's key order; returns base. `new` may also be flat
+    dotted keys (`{"train.kimg": 5}`, the `-S` form), which go where the dots say."""
+    for key, value in new.items():
+        if "." in key:
+            head, rest = key.split(".", 1)
+            value, key = {rest: value}, head
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_params(base[key], value)
+        elif isinstance(value, dict) and any("." in k for k in value):
+            base[key] = merge_params({}, value)
+        else:
+            base[key] = value
+    return base
+
+
 def parse_params(raw: Any) -> Params:
     params = _build(Params, raw if raw is not None else {}, "")
     params.check()

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import yaml
 
-from alae.config import ConfigError, Params, parse_params
+from alae.config import ConfigError, Params, merge_params, parse_params
 from alae.io import atomic_open
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
@@ -28,16 +28,6 @@ def preset_path(name: str, params_path: str | Path = "params.yaml") -> Path:
     raise ConfigError(f"preset {name!r}: not found (known: {', '.join(known)})")
 
 
-def _deep_merge(base: Any, new: dict) -> Any:
-    """Write `new`'s values into `base` in place, keeping base's order and comments."""
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def _read_preset(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
@@ -51,7 +41,7 @@ def _read_preset(path: Path) -> dict:
 def merged_preset(name: str, params_path: str | Path = "params.yaml") -> Params:
     """params.yaml with the preset written in, validated (nothing is written)."""
     base = yaml.safe_load(Path(params_path).read_text()) or {}
-    return parse_params(_deep_merge(copy.deepcopy(base), _read_preset(preset_path(name, params_path))))
+    return parse_params(merge_params(copy.deepcopy(base), _read_preset(preset_path(name, params_path))))
 
 
 def preset_params(name: str) -> Params:
@@ -95,12 +85,12 @@ def apply_preset(name: str, params_path: str | Path = "params.yaml") -> tuple[Pa
     preset = _read_preset(preset_path(name, params_path))
     text = params_path.read_text() if params_path.is_file() else ""
     base = yaml.safe_load(text) or {}
-    params = parse_params(_deep_merge(copy.deepcopy(base), preset))
+    params = parse_params(merge_params(copy.deepcopy(base), preset))
     try:
         from ruamel.yaml import YAML
         from ruamel.yaml.comments import CommentedSeq
     except ImportError:  # plain YAML: valid and complete, without the comments
-        out = yaml.safe_dump(_deep_merge(copy.deepcopy(base), preset), sort_keys=False)
+        out = yaml.safe_dump(merge_params(copy.deepcopy(base), preset), sort_keys=False)
     else:
         rt = YAML()
         rt.preserve_quotes = True
@@ -118,7 +108,7 @@ def apply_preset(name: str, params_path: str | Path = "params.yaml") -> tuple[Pa
                 return seq
             return value
 
-        _deep_merge(doc, flow(preset))
+        merge_params(doc, flow(preset))
         buf = io.StringIO()
         rt.dump(doc, buf)
         out = buf.getvalue()

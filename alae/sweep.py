@@ -22,7 +22,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from alae.config import ConfigError, parse_params
+from alae.config import ConfigError, merge_params, parse_params
 from alae.io import atomic_open
 
 METRICS = ("fid_classifier", "rec_fid_classifier", "mse", "probe_acc", "probe_acc_pixels",
@@ -66,13 +66,6 @@ class Grid:
         return runs
 
 
-def _set(tree: dict, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        tree = tree.setdefault(key, {})
-    tree[leaf] = value
-
-
 def load_grid(path: str | Path, params_path: str | Path = "params.yaml") -> Grid:
     """The grid, each experiment's params checked against params.yaml before anything queues
     (a typo would otherwise cost a whole queued run)."""
@@ -95,11 +88,8 @@ def load_grid(path: str | Path, params_path: str | Path = "params.yaml") -> Grid
                               "(letters, digits, '-' and '_')")
     base = yaml.safe_load(Path(params_path).read_text()) or {}
     for exp, overrides in grid.experiments():
-        params = json.loads(json.dumps(base))
-        for key, value in overrides.items():
-            _set(params, key, value)
         try:
-            parse_params(params)
+            parse_params(merge_params(json.loads(json.dumps(base)), overrides))
         except ConfigError as e:
             raise ConfigError(f"{path}: experiment {exp}: {e}") from None
     return grid

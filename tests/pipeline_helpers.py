@@ -11,6 +11,8 @@ from typing import Optional
 
 import yaml
 
+from alae.config import merge_params
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY = {
@@ -50,12 +52,6 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600,
     return out
 
 
-def deep_update(base: dict, new: dict) -> dict:
-    for k, v in new.items():
-        base[k] = deep_update(base.get(k, {}), v) if isinstance(v, dict) else v
-    return base
-
-
 def init_pipeline_repo(repo: Path) -> Path:
     """A git repository with one commit holding the project's code, `dvc.yaml` and tiny params;
     `dvc init`ed, nothing reproduced yet."""
@@ -64,7 +60,7 @@ def init_pipeline_repo(repo: Path) -> Path:
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
-    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    params = merge_params(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], repo)
     run(["git", "config", "user.email", "test@example.com"], repo)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alae.config import ConfigError, Params, load_params, parse_params
+from alae.config import ConfigError, Params, load_params, merge_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,3 +83,15 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("lr: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_merge_params_nests_sections_and_dotted_keys_in_place():
+    base = {"lr": 0.002, "train": {"kimg": 180, "batch_size": 64}, "data": {"limit": None}}
+    out = merge_params(base, {"train": {"kimg": 5}, "data.limit": 400, "model.kind": "mlp",
+                              "evaluate": {"seed": 1}})
+    assert out is base
+    assert base == {"lr": 0.002, "train": {"kimg": 5, "batch_size": 64}, "data": {"limit": 400},
+                    "model": {"kind": "mlp"}, "evaluate": {"seed": 1}}
+    assert list(base["train"]) == ["kimg", "batch_size"]  # base's order kept
+    assert merge_params({"train": {"batch_size": 64}}, {"train.batch_size": [32, 16]}) == {
+        "train": {"batch_size": [32, 16]}}  # a list replaces, it does not merge
