@@ -37,8 +37,9 @@ def edit_slots(model: ALAE, layers: str) -> range:
 
 def check_strength(strength: float) -> None:
     if not -MAX_STRENGTH <= strength <= MAX_STRENGTH:
-        raise UserError(f"--strength {strength:g}: out of range {-MAX_STRENGTH:g}..{MAX_STRENGTH:g} "
-                        "(standard deviations of the training codes along the direction)")
+        raise UserError(f"--strength {strength:g}: out of range "
+                        f"{-MAX_STRENGTH:g}..{MAX_STRENGTH:g} (standard deviations of the "
+                        "training codes along the direction)")
 
 
 def moved_styles(model: ALAE, w: torch.Tensor, step: torch.Tensor, slots: range) -> torch.Tensor:
