@@ -220,6 +220,7 @@ def _write_projection(out: Path, names: list[str], outs: list[Path], x: torch.Te
     terms = list(results[0].before)
     per = {when: {key: column(key, when) for key in terms} for when in ("before", "after")}
     report = {"distance": description, **settings, "count": len(names),
+              "before": "G(E(x)): the encoder alone, with each image's start noise",
               "mean": {when: {k: float(np.mean(v)) for k, v in per[when].items()}
                        for when in per},
               "images": {n: {when: {k: per[when][k][i] for k in terms} for when in per}
