@@ -108,15 +108,32 @@ def test_label_directions_are_unit_and_separate_the_classes(files, tiny_shards, 
     assert np.allclose(d.std, (train.codes @ d.vectors.T).std(0, ddof=1), rtol=1e-4)
 
 
-def test_shuffled_labels_score_near_chance(files, tiny_shards):
+@pytest.fixture(scope="module")
+def style_codes(files, tiny_shards):
+    """(train, test) E(x) and labels of the tiny shards, through the StyleALAE."""
     model, _, _ = load_model(files / "style.pt")
-    train, _ = labelled_codes(model, tiny_shards, None, "train")
-    test, _ = labelled_codes(model, tiny_shards, None, "test")
+    return tuple(labelled_codes(model, tiny_shards, None, split)[0] for split in ("train", "test"))
+
+
+def test_shuffled_labels_score_near_chance(style_codes):
+    train, test = style_codes
     rng = np.random.default_rng(0)
     shuffled = Labelled(train.codes, train.labels[rng.permutation(len(train.labels))],
                         train.names)
     d = from_labels(shuffled, test, "sha", "codes")
     assert 0.4 < d.balanced.mean() < 0.6, d.balanced
+
+
+def test_mean_directions_run_between_the_class_means(style_codes):
+    train, test = style_codes
+    d = from_labels(train, test, "sha", "codes", method="mean")
+    assert d.method == "mean" and d.balanced.mean() > 0.7, d.balanced
+    for k in (0, 7):
+        inside = train.labels[:, k]
+        by_hand = train.codes[inside].mean(0) - train.codes[~inside].mean(0)
+        assert np.allclose(d.vectors[k], by_hand / np.linalg.norm(by_hand))
+    shuffled = Labelled(train.codes, train.labels[::-1], train.names)
+    assert 0.35 < from_labels(shuffled, test, "sha", "codes", method="mean").balanced.mean() < 0.65
 
 
 def test_the_direction_is_the_boundarys_normal_in_ws_own_coordinates():

@@ -19,12 +19,13 @@ LABEL_LIMIT = 10000   # training images the SVMs are fitted on (and held-out ima
 @click.command()
 @model_option
 @click.option("--method", default="svm", show_default=True,
-              type=click.Choice(["svm", "sefa", "official"]),
-              help="svm: one direction per label (linear SVM on E(x)); sefa: top-k eigenvectors "
-                   "of G's style modulation, no labels; official: the authors' direction_K.npy")
+              type=click.Choice(["svm", "mean", "sefa", "official"]),
+              help="svm: one direction per label, the normal of a linear SVM on E(x); mean: per "
+                   "label, from the others' mean E(x) to its own; sefa: top-k eigenvectors of "
+                   "G's style modulation, no labels; official: the authors' direction_K.npy")
 @click.option("--data", type=click.Path(),
               help="shards (with manifest.json) or a folder of images in class sub-folders; "
-                   "with --labels, the folder of the CSV's files. svm: default data/shards; "
+                   "with --labels, the folder of the CSV's files. svm, mean: default data/shards; "
                    "sefa and official: the images the strength unit is measured on (default: "
                    "F(z) of --limit draws)")
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False),
@@ -47,19 +48,19 @@ LABEL_LIMIT = 10000   # training images the SVMs are fitted on (and held-out ima
 def directions(model_path: str, method: str, data: str | None, labels_csv: str | None, top: int,
                layers: str, official_path: str | None, limit: int, seed: int, out: str,
                device: str) -> None:
-    """Directions in W to edit along, written to --out: per label (svm), from G alone (sefa), or
-    the authors' FFHQ files (official)."""
+    """Directions in W to edit along, written to --out: per label (svm, mean), from G alone
+    (sefa), or the authors' FFHQ files (official)."""
     from alae.edit import directions as dirs
     from alae.edit.labelled import labelled_codes, unlabelled_codes
     from alae.edit.strips import edit_slots
 
     if method == "official" and official_path is None:
         raise UserError("--method official needs --official DIR (their principal_directions/)")
-    if labels_csv is not None and method != "svm":
-        raise UserError(f"--labels: labels are for --method svm, not {method}")
+    if labels_csv is not None and method not in dirs.LABEL_METHODS:
+        raise UserError(f"--labels: labels are for --method svm or mean, not {method}")
     model, _ = load_on_device(model_path, device)
     sha = file_sha256(model_path)
-    if method == "svm":
+    if method in dirs.LABEL_METHODS:
         data = data if data is not None or labels_csv is not None else "data/shards"
         train, skipped = labelled_codes(model, data, labels_csv, "train", limit)
         test, more = labelled_codes(model, data, labels_csv, "test", limit)
@@ -67,7 +68,7 @@ def directions(model_path: str, method: str, data: str | None, labels_csv: str |
             click.echo(f"skipped: {line}", err=True)
         source = labels_csv or data
         result = dirs.from_labels(train, test, sha, f"E(x) of {len(train.codes)} train images "
-                                  f"of {source}", seed)
+                                  f"of {source}", seed, method)
         where = f"{len(train.codes)} train images, scored on {len(test.codes)} held out"
     else:
         codes, codes_from = unlabelled_codes(model, data, limit, seed)

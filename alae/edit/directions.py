@@ -1,12 +1,17 @@
 """Directions in W, and the file that holds them (`alae directions`, read by `alae edit`).
 
-Three ways to a direction, all stored alike:
+Four ways to a direction, all stored alike:
 - `svm`: per label, one-vs-rest, the unit normal of a linear SVM's boundary fitted on E(x) of
   training images (InterFaceGAN, Shen et al. 2020; what the ALAE authors did for FFHQ in their
   `principal_directions/find_principal_directions.py`, LinearSVC with C = 1). Codes are
   standardised for the fit and the normal mapped back into W (coef / scale), so it is the normal
   of the same boundary in W's own coordinates; classes are weighted equally, so that a class
   with a tenth of the images still decides the boundary. Scored on held-out images.
+- `mean`: per label, the difference between the mean code of its images and that of the others
+  (the attribute vectors of autoencoders, Larsen et al. 2016, sec. 5), scored on held-out images
+  by the cut halfway between the two means along it. Where the codes vary little along the
+  SVM's normal (the default model's: README, "Editing"), G barely moves along it, and this is
+  the direction that edits.
 - `sefa`: no labels: the closed-form factorisation of G's style modulation (SeFa, Shen & Zhou,
   CVPR 2021, eq. 6): with A the affine weights of the chosen style slots (AdaIN's gamma and
   beta rows, each row scaled to unit length as in their code), the top-k eigenvectors of AᵀA,
@@ -37,7 +42,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -133,8 +138,25 @@ def fit_direction(codes: np.ndarray, positive: np.ndarray, seed: int = 0
     return normal / np.linalg.norm(normal), classifier
 
 
-def from_labels(train, test, model_sha256: str, codes_from: str, seed: int = 0) -> Directions:
-    """One direction per label of `train` (alae.edit.labelled.Labelled), scored on `test`."""
+def mean_direction(codes: np.ndarray, positive: np.ndarray
+                   ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """(the unit vector from the others' mean code to the `positive` codes' mean; the classifier
+    that cuts along it halfway between the two means)."""
+    inside, outside = codes[positive].mean(0), codes[~positive].mean(0)
+    v = (inside - outside) / np.linalg.norm(inside - outside)
+    cut = v @ (inside + outside) / 2
+    return v, lambda c: c @ v > cut
+
+
+LABEL_METHODS = ("svm", "mean")
+
+
+def from_labels(train, test, model_sha256: str, codes_from: str, seed: int = 0,
+                method: str = "svm") -> Directions:
+    """One direction per label of `train` (alae.edit.labelled.Labelled) by `method` (svm or
+    mean), scored on `test`."""
+    if method not in LABEL_METHODS:
+        raise ValueError(f"method {method!r} is not one of {', '.join(LABEL_METHODS)}")
     check_names(train.names)
     vectors, acc, bal = [], [], []
     for k, name in enumerate(train.names):
@@ -142,10 +164,14 @@ def from_labels(train, test, model_sha256: str, codes_from: str, seed: int = 0) 
         if positive.all() or not positive.any():
             raise UserError(f"label {name!r}: {'every' if positive.all() else 'no'} training "
                             "image has it, so there is nothing to separate")
-        v, classifier = fit_direction(train.codes, positive, seed)
+        if method == "svm":
+            v, classifier = fit_direction(train.codes, positive, seed)
+            predict = classifier.predict
+        else:
+            v, predict = mean_direction(train.codes, positive)
         vectors.append(v)
         if len(test.codes):
-            predicted, truth = classifier.predict(test.codes), test.labels[:, k]
+            predicted, truth = predict(test.codes), test.labels[:, k]
             acc.append(accuracy_score(truth, predicted))
             with warnings.catch_warnings():  # a held-out set without the label: one recall
                 warnings.simplefilter("ignore", UserWarning)
@@ -156,7 +182,7 @@ def from_labels(train, test, model_sha256: str, codes_from: str, seed: int = 0) 
     mean, cov = code_stats(train.codes)
     k = len(vectors)
     return Directions(list(train.names), np.asarray(vectors), np.asarray(acc), np.asarray(bal),
-                      np.full(k, np.nan), mean, cov, "svm", "all", codes_from, model_sha256)
+                      np.full(k, np.nan), mean, cov, method, "all", codes_from, model_sha256)
 
 
 # --- SeFa ----------------------------------------------------------------------------------
