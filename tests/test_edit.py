@@ -1,6 +1,7 @@
 """`alae directions`, `alae edit` and `alae project` on real Fashion-MNIST images and real (tiny,
 untrained) models: an untrained E's codes are random features of the image, which already carry
 the class, so the label directions must separate it; the other checks hold for any model."""
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from alae.checkpoint import load_model, save_model
 from alae.cli import main
 from alae.config import parse_params
 from alae.data import eval_batches
-from alae.edit.directions import fit_direction, from_labels, load_directions
+from alae.edit.directions import fit_direction, from_labels, load_directions, quiet_note
 from alae.edit.labelled import Labelled, labelled_codes
 from alae.edit.strips import edit_images, edit_slots
 from alae.featurenet import Featurenet, save_featurenet
@@ -152,6 +153,15 @@ def test_the_direction_is_the_boundarys_normal_in_ws_own_coordinates():
                        classifier.decision_function(base), atol=1e-9)
     along = classifier.decision_function(base + v) - classifier.decision_function(base)
     assert np.all(along > 0) and np.allclose(along, along[0])
+
+
+def test_directions_the_codes_hardly_vary_along_are_named(label_directions):
+    d = load_directions(label_directions)
+    spread = np.diag([100.0] * 3 + [0.01] * 13)    # codes that vary in three directions only
+    quiet = dataclasses.replace(d, code_cov=spread, vectors=np.eye(16)[3:13])
+    loud = dataclasses.replace(d, code_cov=spread, vectors=np.eye(16)[[0, 1, 2] * 3 + [3]])
+    assert "G may barely respond" in quiet_note(quiet) and quiet_note(loud) is None
+    assert quiet_note(dataclasses.replace(quiet, method="mean")) is None
 
 
 def test_a_difference_direction_is_resolved_by_name(label_directions):

@@ -82,6 +82,9 @@ def directions(model_path: str, method: str, data: str | None, labels_csv: str |
     dirs.save_directions(result, out)
     for line in dirs.describe(result):
         click.echo(f"  {line}")
+    note = dirs.quiet_note(result)
+    if note:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {len(result.names)} directions ({method}, from {where}; strengths "
                f"measured on {result.codes_from}) to {out}")
 

@@ -296,6 +296,21 @@ def describe(d: Directions) -> list[str]:
     return lines
 
 
+QUIET = 0.5  # directions along which the codes vary less than this share of a typical one's
+
+
+def quiet_note(d: Directions) -> Optional[str]:
+    """A warning when the codes vary much less along the directions than along a typical
+    direction of W (the RMS over an orthonormal basis): G was trained on codes that hardly move
+    there, and may hardly respond (the default model's SVM directions: README, "Editing")."""
+    typical = np.sqrt(np.trace(d.code_cov) / d.latent)
+    if d.method != "svm" or typical == 0 or np.median(d.std) >= QUIET * typical:
+        return None
+    return (f"the codes vary less along these directions (median std {np.median(d.std):.3g}) "
+            f"than along a typical one of W ({typical:.3g}): G may barely respond to them; "
+            "--method mean follows the codes' own spread")
+
+
 def check_names(names: Sequence[str]) -> None:
     for name in names:
         if ARROW.search(name):
