@@ -385,3 +385,25 @@ def test_projection_refuses_in_one_line(files, tmp_path, monkeypatch):
                         "--featurenet", tmp_path / "none.pt", "--out", tmp_path / "p"),
                    "featurenet file not found")
     assert not (tmp_path / "p").exists()
+
+
+def test_an_imported_authors_model_takes_their_directions_and_edits(files, tmp_path):
+    """Their mnist configuration's checkpoint layout (tests/official_fixture.py), imported: their
+    kind of direction files load for it, and an edit and a projection run on it."""
+    from official_fixture import save_their_checkpoint
+
+    from alae.official import import_official
+
+    save_their_checkpoint(tmp_path / "theirs.pth", "mnist", seed=0)
+    import_official(tmp_path / "theirs.pth", "mnist", tmp_path / "ours.pt")
+    folder = tmp_path / "principal_directions"
+    folder.mkdir()
+    np.save(folder / "direction_0.npy", np.random.default_rng(0).normal(size=32))
+    ok(alae("directions", "--model", tmp_path / "ours.pt", "--method", "official", "--official",
+            folder, "--limit", "200", "--out", tmp_path / "d.npz"))
+    ok(alae("edit", "--model", tmp_path / "ours.pt", *images(files, 2), "--directions",
+            tmp_path / "d.npz", "--direction", "gender", "--layers", "coarse", "--out",
+            tmp_path / "strip.png"))
+    assert Image.open(tmp_path / "strip.png").size[1] == 2 * TITLE_LINE + PAD + 2 * (64 + PAD) + PAD
+    ok(alae("project", "--model", tmp_path / "ours.pt", *images(files, 2), "--featurenet",
+            files / "featurenet.pt", "--steps", "2", "--w-plus", "--out", tmp_path / "p"))
