@@ -9,11 +9,11 @@ import torch
 
 from alae import __version__
 from alae.checkpoint import load_model
-from alae.devices import NAMES as DEVICE_NAMES
+from alae.commands import (convert_option, device_option, images_for, load_on_device,
+                           model_and_images, model_option, noise_option)
 from alae.devices import resolve_device
 from alae.errors import UserError, exits_cleanly
 from alae.io import atomic_open
-from alae.nn import ALAE
 from alae.official import CONFIGS as OFFICIAL_CONFIGS
 from alae.presets import apply_preset, preset_note
 
@@ -22,25 +22,6 @@ from alae.presets import apply_preset, preset_note
 @click.version_option(__version__)
 def main() -> None:
     """Use a trained ALAE model (models/alae.pt, written by the pipeline's train stage)."""
-
-
-model_option = click.option("--model", "model_path", default="models/alae.pt", show_default=True,
-                            type=click.Path(dir_okay=False),
-                            help="model file written by the train stage")
-noise_option = click.option("--noise", default="random", show_default=True,
-                            type=click.Choice(["const", "random"]),
-                            help="G's per-pixel noise: const switches it off, random draws each "
-                                 "image's from its own seeded generator")
-device_option = click.option("--device", default="auto", show_default=True,
-                             help=f"{DEVICE_NAMES}; auto is CUDA when there is one")
-
-
-def _load(model_path: str, device: str) -> tuple[ALAE, torch.device]:
-    """The model on the device the option names, which is checked first: a GPU that is not
-    there is its own error, not a failure to load the file."""
-    where = resolve_device(device, "--device")
-    model, _, _ = load_model(model_path, where)
-    return model, where
 
 
 @main.command()
@@ -85,7 +66,7 @@ def generate(model_path: str, seeds: str | None, outdir: str | None, grid_path: 
     image_names(grid_path)
     first = seed or 0
     wanted = parse_seeds(seeds) if seeds is not None else list(range(first, first + (count or 64)))
-    model, _ = _load(model_path, device)
+    model, _ = load_on_device(model_path, device)
     kept = []  # the grid's images as uint8, which holds thousands of them
     with progress_bar(total=len(wanted), desc="generate") as bar:
         for batch, images in generate_seeds(model, wanted, psi, cutoff, noise, batch_size):
@@ -200,41 +181,6 @@ def _compare(path: str | None, inputs: torch.Tensor, outputs: torch.Tensor, labe
     return f", inputs and outputs side by side in {path}"
 
 
-convert_option = click.option("--convert", type=click.Choice(["gray", "rgb"]),
-                              help="convert the images to grayscale or RGB, the model's kind; "
-                                   "without it a colour image for a grayscale model is refused "
-                                   "(a folder's is passed over and named)")
-
-
-def _model_and_images(model_path: str, device: str, files: list[Path], convert: str | None,
-                      given: tuple[str, ...] | None = None
-                      ) -> tuple[ALAE, torch.Tensor, list[int], str]:
-    """The model, the images it takes, which of `files` they are, and a note for the command's
-    message (see _images_for)."""
-    model, where = _load(model_path, device)
-    return (model, *_images_for(model, where, files, convert, given))
-
-
-def _images_for(model: ALAE, where: torch.device, files: list[Path], convert: str | None,
-                given: tuple[str, ...] | None = None) -> tuple[torch.Tensor, list[int], str]:
-    """The images of `files` that `model` takes, on `where`; which of `files` they are; and a
-    note for the command's message. Files found inside the folders among `given` (the command's
-    arguments) that are refused are passed over, each named on stderr; a refused file named
-    itself stops the command, as does every refused file when `given` is None."""
-    from alae.images import load_usable
-
-    in_folders = set(files) - {Path(p) for p in given} if given is not None else set()
-    loaded = load_usable(files, model.resolution, model.channels, convert, in_folders)
-    for line in loaded.refused:
-        click.echo(f"skipped: {line}", err=True)
-    for line in loaded.warnings:
-        click.echo(f"warning: {line}", err=True)
-    notes = [f"--convert {convert}: {loaded.converted} converted"] if convert else []
-    notes += [f"{len(loaded.refused)} refused images skipped"] if loaded.refused else []
-    note = f" ({'; '.join(notes)})" if notes else ""
-    return loaded.images.to(where), loaded.kept, note
-
-
 @main.command()
 @model_option
 @click.argument("images", nargs=-1, required=True)
@@ -251,7 +197,7 @@ def encode(model_path: str, images: tuple[str, ...], out: str, convert: str | No
     from alae.images import expand
 
     files = [path for path, _ in expand(images)]
-    model, x, kept, note = _model_and_images(model_path, device, files, convert, images)
+    model, x, kept, note = model_and_images(model_path, device, files, convert, images)
     files = [files[i] for i in kept]
     with torch.no_grad():
         w = model.encode(x).cpu().numpy()
@@ -280,7 +226,7 @@ def reconstruct(model_path: str, images: tuple[str, ...], out: str, compare: str
     image_names(compare)
     found = expand(images)
     outs = output_paths(found, out, ".png")
-    model, x, kept, note = _model_and_images(model_path, device, [path for path, _ in found],
+    model, x, kept, note = model_and_images(model_path, device, [path for path, _ in found],
                                              convert, images)
     outs = [outs[i] for i in kept]
     torch.manual_seed(0)
@@ -309,7 +255,7 @@ def decode(model_path: str, codes_path: str, outdir: str, noise: str, batch_size
 
     codes, names = read_codes(codes_path)
     outs = output_paths([(Path(n), Path(Path(n).name)) for n in names], outdir, ".png")
-    model, _ = _load(model_path, device)
+    model, _ = load_on_device(model_path, device)
     if codes.shape[1] != model.latent:
         raise UserError(f"{codes_path}: codes are {codes.shape[1]}-d, but {model_path}'s W is "
                         f"{model.latent}-d")
@@ -337,7 +283,7 @@ def interpolate(model_path: str, image_a: str, image_b: str, out: str, steps: in
     from alae.images import image_names, save_image
 
     image_names(out, compare)
-    model, x, _, note = _model_and_images(model_path, device, [Path(image_a), Path(image_b)],
+    model, x, _, note = model_and_images(model_path, device, [Path(image_a), Path(image_b)],
                                           convert)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -369,7 +315,7 @@ def mix(model_path: str, source: str, dest: str, out: str, styles: str, compare:
     from alae.images import image_names, save_image, to_image
 
     image_names(out, compare)
-    model, x, _, note = _model_and_images(model_path, device, [Path(source), Path(dest)], convert)
+    model, x, _, note = model_and_images(model_path, device, [Path(source), Path(dest)], convert)
     if not model.progressive:
         raise UserError(f"{model_path}: style mixing needs a StyleALAE (model.kind: style)")
     ranges = style_ranges(model)
@@ -423,7 +369,7 @@ def figures(model_path: str, images: tuple[str, ...], shards: str | None, out: s
         note = ""
     else:
         files = [path for path, _ in expand(images)][:reals_needed(cfg)]  # what the figures use
-        reals, _, note = _images_for(model, where, files, convert, images)
+        reals, _, note = images_for(model, where, files, convert, images)
         source = "your images"
     metrics = json.loads(Path(metrics_path).read_text()) if metrics_path else {}
     made, skipped = figure_set(model, cfg, reals, load_snapshots(model_path))
@@ -433,6 +379,11 @@ def figures(model_path: str, images: tuple[str, ...], shards: str | None, out: s
         save_png(titled(image, figure_titles(name, params, meta, metrics, source)), Path(out) / name)
     click.echo(f"wrote {', '.join(made)} to {out} ({len(reals)} real images){note}")
 
+
+from alae.edit.cli import COMMANDS as EDIT_COMMANDS  # noqa: E402  (directions, edit, project)
+
+for command in EDIT_COMMANDS:
+    main.add_command(command)
 
 if __name__ == "__main__":
     main()

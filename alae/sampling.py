@@ -53,7 +53,7 @@ def generate_seeds(model: ALAE, seeds: list[int], psi: Optional[float] = None,
         batch = seeds[i:i + batch_size]
         z = torch.cat([torch.randn(1, model.latent, generator=torch.Generator().manual_seed(s))
                        for s in batch]).to(device)
-        yield batch, _with_noise(lambda x, n: model.generate(x, psi=psi, cutoff=cutoff, noise=n),
+        yield batch, with_noise(lambda x, n: model.generate(x, psi=psi, cutoff=cutoff, noise=n),
                                  z, batch, noise)
 
 
@@ -67,7 +67,7 @@ def noise_seed(seed: int) -> int:
     return int(np.random.SeedSequence([seed, NOISE_STREAM]).generate_state(1, np.uint32)[0])
 
 
-def _with_noise(g: Callable[[torch.Tensor, Noise], torch.Tensor], x: torch.Tensor,
+def with_noise(g: Callable[[torch.Tensor, Noise], torch.Tensor], x: torch.Tensor,
                 seeds: list[int], mode: str) -> torch.Tensor:
     """g(x, noise) for a batch: without noise (`const`), or with each image's noise drawn on the
     CPU from its own seed (`random`, `noise_seed`), so an image is the same on every device and
@@ -105,5 +105,5 @@ def decode_codes(model: ALAE, codes: np.ndarray, noise: str = "random", batch_si
     device = next(model.parameters()).device
     for i in range(0, len(codes), batch_size):
         w = torch.from_numpy(codes[i:i + batch_size]).float().to(device)
-        yield i, _with_noise(lambda x, n: model.decode(x, noise=n), w,
+        yield i, with_noise(lambda x, n: model.decode(x, noise=n), w,
                              list(range(i, i + len(w))), noise)
