@@ -82,7 +82,7 @@ def images(files, n: int = 3) -> list[Path]:
 def label_directions(files, tiny_shards):
     out = files / "classes.npz"
     ok(alae("directions", "--model", files / "style.pt", "--data", tiny_shards, "--out", out,
-            "--device", "cpu"))
+            "--method", "svm", "--device", "cpu"))
     return out
 
 
@@ -92,7 +92,8 @@ def test_label_directions_are_unit_and_separate_the_classes(files, tiny_shards, 
                                                             label_directions):
     out = label_directions if kind == "style" else files / "mlp.npz"
     if kind == "mlp":
-        ok(alae("directions", "--model", files / "mlp.pt", "--data", tiny_shards, "--out", out))
+        ok(alae("directions", "--model", files / "mlp.pt", "--data", tiny_shards, "--out", out,
+                "--method", "svm"))
     d = load_directions(out)
     model, _, _ = load_model(files / f"{kind}.pt")
     assert d.names == CLASSES and d.method == "svm"

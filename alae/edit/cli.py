@@ -18,10 +18,11 @@ LABEL_LIMIT = 10000   # training images the SVMs are fitted on (and held-out ima
 
 @click.command()
 @model_option
-@click.option("--method", default="svm", show_default=True,
-              type=click.Choice(["svm", "mean", "sefa", "official"]),
-              help="svm: one direction per label, the normal of a linear SVM on E(x); mean: per "
-                   "label, from the others' mean E(x) to its own; sefa: top-k eigenvectors of "
+@click.option("--method", default="mean", show_default=True,
+              type=click.Choice(["mean", "svm", "sefa", "official"]),
+              help="mean: per label, from the others' mean E(x) to its own; svm: the normal of a "
+                   "linear SVM's boundary on E(x) (the authors' way; on the default model it "
+                   "separates the classes but barely edits: README); sefa: top-k eigenvectors of "
                    "G's style modulation, no labels; official: the authors' direction_K.npy")
 @click.option("--data", type=click.Path(),
               help="shards (with manifest.json) or a folder of images in class sub-folders; "
