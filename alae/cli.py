@@ -381,5 +381,10 @@ def mix(model_path: str, source: str, dest: str, out: str, styles: str, compare:
                f"to {out}{said}{note}")
 
 
+# `alae metrics` lives in its own module, as the evaluate stage's protocol for any model file.
+from alae.metrics_command import metrics  # noqa: E402
+
+main.add_command(metrics)
+
 if __name__ == "__main__":
     main()
