@@ -12,7 +12,7 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from alae.config import EvaluateConfig
 from alae.metrics import evaluate_model, metric_names, resolve_names, run_metrics
 from alae.metrics.kid import SUBSET_SIZE, kid, mmd2_unbiased, subset_size
-from alae.metrics.precision_recall import K, precision_recall
+from alae.metrics.precision_recall import K, as_features, knn_radii, precision_recall
 
 rng = np.random.default_rng(0)
 
@@ -110,3 +110,5 @@ def test_precision_recall_match_torch_fidelity(n_gen, n_real):
     assert r == pytest.approx(ref["recall"], rel=1e-5)
     assert round(p * n_gen) == round(ref["precision"] * n_gen)
     assert round(r * n_real) == round(ref["recall"] * n_real)
+    # The real set's radii, given, change nothing (evaluate shares them between pr and rec_pr).
+    assert precision_recall(gen, real, real_radii=knn_radii(as_features(real))) == (p, r)

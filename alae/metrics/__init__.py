@@ -60,15 +60,16 @@ from alae.metrics.probe import PIXEL_RESOLUTION, linear_probe
 #   2: z, G's noise and PPL's pairs per image from (evaluate.seed, index): alae/metrics/draws.py
 METRICS_PROTOCOL = 2
 
-# What a metric reads from an Evaluation; each is computed at most once per Evaluation, and only
-# when a metric asked for names it (`register(..., uses=...)`):
-GENERATED = "generated"          # features of num_images samples (`ev.generated`)
-REFERENCE = "reference"          # test-split mean and covariance, given or computed (`ev.reference`)
-TEST = "test"                    # features of every test image (`ev.test`)
-RECONSTRUCTED = "reconstructed"  # features and MSE of the reconstructions (`ev.reconstructed`, `ev.mse`)
-TRAIN = "train"                  # features of the data floor's train images (`ev.train_subset`)
-PROBE = "probe"                  # codes, pixels and labels for the probe (`ev.probe_data`)
-PPL = "ppl"                      # the PPL distance (`ev.ppl_distance`)
+# What a metric reads from an Evaluation (each the name of the Evaluation's attribute that holds
+# it); each is computed at most once per Evaluation, and only when a metric asked for names it
+# (`register(..., uses=...)`):
+GENERATED = "generated"          # features of num_images samples
+REFERENCE = "reference"          # test-split mean and covariance, given or computed
+TEST = "test"                    # features of every test image
+RECONSTRUCTED = "reconstructed"  # features of the reconstructions (and `mse`, their error)
+TRAIN = "train_subset"           # features of the data floor's train images
+PROBE = "probe_data"             # codes, pixels and labels for the probe
+PPL = "ppl_distance"             # the PPL distance
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,12 @@ class Evaluation:
         self._need(TEST)
         return self._test_pass.real
 
+    @cached_property
+    def test_radii(self) -> torch.Tensor:
+        """The test images' k-NN radii in feature space, for precision / recall of the samples
+        and of the reconstructions alike."""
+        return precision_recall.knn_radii(precision_recall.as_features(self.test.features()))
+
     @property
     def reconstructed(self) -> FeatureStats:
         """Features of the reconstructions of the first n_rec test images."""
@@ -316,7 +323,8 @@ class Evaluation:
 
     @cached_property
     def probe_data(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-        """((codes, pixels, labels) of the train subset, (codes, pixels, labels) of the test set)."""
+        """((codes, pixels, labels) of the train subset, (codes, pixels, labels) of the test
+        set)."""
         if not self._with_probe:
             raise RuntimeError("this Evaluation was built without the probe")
         return self._train_pass[1].arrays(), self._test_pass.probe.arrays()
@@ -344,52 +352,29 @@ def _pr_protocol(n: Callable[["Evaluation"], int]) -> Callable[["Evaluation"], d
     return lambda ev: {**_vs_test(n)(ev), "k": precision_recall.K}
 
 
-def _kid(ev: "Evaluation", prefix: str, x: FeatureStats) -> dict[str, float]:
-    mean, std = kid.kid(x.features(), ev.test.features(), seed=ev.cfg.seed)
-    return {f"{prefix}kid_{ev.space}": mean, f"{prefix}kid_std_{ev.space}": std}
+def _against_test(prefix: str, images: str, n: Callable[["Evaluation"], int]) -> None:
+    """Register `<prefix>fid`, `<prefix>kid` and `<prefix>pr`: the feature set `images`
+    (GENERATED or RECONSTRUCTED, `n(ev)` images) against the test split."""
+    def fid_(ev: Evaluation) -> dict[str, float]:
+        return {f"{prefix}fid_{ev.space}": frechet_distance(getattr(ev, images), ev.reference)}
+
+    def kid_(ev: Evaluation) -> dict[str, float]:
+        mean, std = kid.kid(getattr(ev, images).features(), ev.test.features(), seed=ev.cfg.seed)
+        return {f"{prefix}kid_{ev.space}": mean, f"{prefix}kid_std_{ev.space}": std}
+
+    def pr_(ev: Evaluation) -> dict[str, float]:
+        p, r = precision_recall.precision_recall(getattr(ev, images).features(),
+                                                 ev.test.features(), real_radii=ev.test_radii)
+        return {f"{prefix}precision_{ev.space}": p, f"{prefix}recall_{ev.space}": r}
+
+    register(f"{prefix}fid", uses={images, REFERENCE}, protocol=_vs_test(n))(fid_)
+    register(f"{prefix}kid", uses={images, TEST}, protocol=_kid_protocol(n))(kid_)
+    register(f"{prefix}pr", uses={images, TEST}, protocol=_pr_protocol(n))(pr_)
 
 
-def _pr(ev: "Evaluation", prefix: str, x: FeatureStats) -> dict[str, float]:
-    p, r = precision_recall.precision_recall(x.features(), ev.test.features())
-    return {f"{prefix}precision_{ev.space}": p, f"{prefix}recall_{ev.space}": r}
-
-
-def _n_gen(ev: "Evaluation") -> int:
-    return ev.n_gen
-
-
-def _n_rec(ev: "Evaluation") -> int:
-    return ev.n_rec
-
-
-@register("fid", uses={GENERATED, REFERENCE}, protocol=_vs_test(_n_gen))
-def _fid(ev: Evaluation) -> dict[str, float]:
-    return {f"fid_{ev.space}": frechet_distance(ev.generated, ev.reference)}
-
-
-@register("kid", uses={GENERATED, TEST}, protocol=_kid_protocol(_n_gen))
-def _kid_samples(ev: Evaluation) -> dict[str, float]:
-    return _kid(ev, "", ev.generated)
-
-
-@register("pr", uses={GENERATED, TEST}, protocol=_pr_protocol(_n_gen))
-def _pr_samples(ev: Evaluation) -> dict[str, float]:
-    return _pr(ev, "", ev.generated)
-
-
-@register("rec_fid", uses={RECONSTRUCTED, REFERENCE}, protocol=_vs_test(_n_rec))
-def _rec_fid(ev: Evaluation) -> dict[str, float]:
-    return {f"rec_fid_{ev.space}": frechet_distance(ev.reconstructed, ev.reference)}
-
-
-@register("rec_kid", uses={RECONSTRUCTED, TEST}, protocol=_kid_protocol(_n_rec))
-def _rec_kid(ev: Evaluation) -> dict[str, float]:
-    return _kid(ev, "rec_", ev.reconstructed)
-
-
-@register("rec_pr", uses={RECONSTRUCTED, TEST}, protocol=_pr_protocol(_n_rec))
-def _rec_pr(ev: Evaluation) -> dict[str, float]:
-    return _pr(ev, "rec_", ev.reconstructed)
+# fid, kid, pr: the samples; rec_fid, rec_kid, rec_pr: the reconstructions of the test images.
+_against_test("", GENERATED, lambda ev: ev.n_gen)
+_against_test("rec_", RECONSTRUCTED, lambda ev: ev.n_rec)
 
 
 @register("fid_floor", uses={TRAIN, REFERENCE}, protocol=_vs_test(lambda ev: ev.n_floor))

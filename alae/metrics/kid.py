@@ -4,7 +4,8 @@ cubic polynomial kernel
 
     k(x, y) = (x·y / d + 1)³,    d the feature width,
 
-    MMD²_u = Σ_{i≠j} k(x_i, x_j) / (m(m-1)) + Σ_{i≠j} k(y_i, y_j) / (m(m-1)) - 2 Σ_{i,j} k(x_i, y_j) / m²
+    MMD²_u = Σ_{i≠j} k(x_i, x_j) / (m(m-1)) + Σ_{i≠j} k(y_i, y_j) / (m(m-1))
+             - 2 Σ_{i,j} k(x_i, y_j) / m²
 
 averaged over `SUBSETS` random subsets of `SUBSET_SIZE` vectors from each set (and its standard
 deviation over them, numpy's `std`, ddof 0). Unlike FID it has an unbiased estimator, so its

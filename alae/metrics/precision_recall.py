@@ -13,6 +13,8 @@ torch-fidelity's `prc_features_to_metric` (tests/test_kid_pr.py checks it on the
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 
@@ -20,32 +22,37 @@ K = 3          # the paper's and torch-fidelity's neighbourhood size
 BLOCK = 1000   # rows of a distance block: 1000 x 10k float64 is 80 MB
 
 
-def _as_tensor(x) -> torch.Tensor:
+def as_features(x) -> torch.Tensor:
+    """Feature vectors (N, d) as a float64 tensor."""
     return torch.as_tensor(np.asarray(x, np.float64))
 
 
 def knn_radii(x: torch.Tensor, k: int = K) -> torch.Tensor:
     """Distance from each row of x to its k-th nearest other row (the (k+1)-th smallest distance
-    counting the row itself, which is 0)."""
+    counting the row itself, which is 0): the radii of x's manifold."""
     if len(x) <= k:
         raise ValueError(f"{len(x)} vectors have no {k}-th nearest neighbour")
-    return torch.cat([torch.cdist(block, x).kthvalue(k + 1, dim=1).values
-                      for block in x.split(BLOCK)])
+    with torch.inference_mode():
+        return torch.cat([torch.cdist(block, x).kthvalue(k + 1, dim=1).values
+                          for block in x.split(BLOCK)])
 
 
-def coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> float:
-    """Share of `points` inside at least one ball (centres[j], radii[j])."""
-    inside = [(torch.cdist(block, centres) <= radii).any(dim=1) for block in points.split(BLOCK)]
-    return torch.cat(inside).double().mean().item()
-
-
-def precision_recall(generated, real, k: int = K) -> tuple[float, float]:
-    """(precision, recall) of generated (N, d) against real (M, d) feature vectors."""
-    gen, ref = _as_tensor(generated), _as_tensor(real)
+def precision_recall(generated, real, k: int = K,
+                     real_radii: Optional[torch.Tensor] = None) -> tuple[float, float]:
+    """(precision, recall) of generated (N, d) against real (M, d) feature vectors;
+    `real_radii`: `knn_radii(real, k)` when already computed (it depends on the real set only)."""
+    gen, ref = as_features(generated), as_features(real)
     if gen.ndim != 2 or ref.ndim != 2 or gen.shape[1] != ref.shape[1]:
         raise ValueError(f"features must be (N, d) and (M, d), got {tuple(gen.shape)} and "
                          f"{tuple(ref.shape)}")
+    ref_radii = knn_radii(ref, k) if real_radii is None else real_radii
+    gen_radii = knn_radii(gen, k)
+    # One pass over the generated-to-real distances serves both: rows for precision, columns
+    # for recall.
+    realistic, covered = [], torch.zeros(len(ref), dtype=torch.bool)
     with torch.inference_mode():
-        precision = coverage(gen, ref, knn_radii(ref, k))
-        recall = coverage(ref, gen, knn_radii(gen, k))
-    return precision, recall
+        for block, radii in zip(gen.split(BLOCK), gen_radii.split(BLOCK)):
+            d = torch.cdist(block, ref)
+            realistic.append((d <= ref_radii).any(dim=1))
+            covered |= (d <= radii[:, None]).any(dim=0)
+    return torch.cat(realistic).double().mean().item(), covered.double().mean().item()
