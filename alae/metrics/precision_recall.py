@@ -33,7 +33,8 @@ def knn_radii(x: torch.Tensor, k: int = K) -> torch.Tensor:
     if len(x) <= k:
         raise ValueError(f"{len(x)} vectors have no {k}-th nearest neighbour")
     with torch.inference_mode():
-        return torch.cat([torch.cdist(block, x).kthvalue(k + 1, dim=1).values
+        # topk, not kthvalue (torch-fidelity's): the same element, 10x faster for a small k.
+        return torch.cat([torch.cdist(block, x).topk(k + 1, dim=1, largest=False).values[:, -1]
                           for block in x.split(BLOCK)])
 
 
