@@ -352,6 +352,8 @@ def test_registry_and_provenance(extractor, tiny_shards):
     assert resolve_names(["kid", "ppl", "ppl_end", "kid"]) == ["kid", "ppl_full", "ppl_end"]
     with pytest.raises(ValueError):
         register("fid")(lambda ev: {})
+    with pytest.raises(ValueError, match="uses"):
+        register("fid2", uses={"generated_images"})(lambda ev: {})
     with pytest.raises(ValueError, match="unknown"):
         evaluate_model(Double(32), extractor, tiny_shards, EvaluateConfig(), ["nope"])
     assert provenance(extractor) == {"metrics_protocol": str(METRICS_PROTOCOL),

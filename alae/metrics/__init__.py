@@ -70,6 +70,7 @@ RECONSTRUCTED = "reconstructed"  # features of the reconstructions (and `mse`, t
 TRAIN = "train_subset"           # features of the data floor's train images
 PROBE = "probe_data"             # codes, pixels and labels for the probe
 PPL = "ppl_distance"             # the PPL distance
+SHARED = (GENERATED, REFERENCE, TEST, RECONSTRUCTED, TRAIN, PROBE, PPL)
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,16 @@ GROUPS = {"ppl": ("ppl_full", "ppl_end")}
 def register(name: str, uses: Iterable[str] = (),
              protocol: Optional[Callable[["Evaluation"], dict[str, Any]]] = None
              ) -> Callable[[Callable], Callable]:
+    """Register `fn(ev) -> {key: float}` as metric `name`, reading the shared sets `uses`."""
+    uses = frozenset(uses)
+
     def add(fn: Callable[["Evaluation"], dict[str, float]]) -> Callable:
         if name in _METRICS:
             raise ValueError(f"metric {name!r} is already registered")
-        _METRICS[name] = Metric(name, fn, frozenset(uses), protocol or (lambda ev: {}))
+        if uses - set(SHARED):
+            raise ValueError(f"metric {name!r} uses {sorted(uses - set(SHARED))}; an "
+                             f"Evaluation shares {', '.join(SHARED)}")
+        _METRICS[name] = Metric(name, fn, uses, protocol or (lambda ev: {}))
         return fn
     return add
 
@@ -110,7 +117,7 @@ def metric_uses(names: Iterable[str]) -> frozenset[str]:
 def resolve_names(names: Iterable[str]) -> list[str]:
     """Registered metric names, groups (`ppl`) expanded, in order, each once; ValueError naming
     the known ones for any other name."""
-    out: list[str] = []
+    names, out = list(names), []
     unknown = [n for n in names if n not in _METRICS and n not in GROUPS]
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: "
