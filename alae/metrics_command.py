@@ -19,11 +19,12 @@ DEFAULTS = EvaluateConfig()
 
 def metric_list(value: str) -> list[str]:
     """The names of `--metrics`, groups expanded; an unknown one is a one-line error."""
-    from alae.metrics import metric_names, resolve_names
+    from alae.metrics import default_metrics, metric_names, resolve_names
 
+    if value in ("default", "all"):
+        return default_metrics() if value == "default" else metric_names()
     try:
-        return metric_names() if value == "all" else resolve_names(
-            [n.strip() for n in value.split(",") if n.strip()])
+        return resolve_names([n.strip() for n in value.split(",") if n.strip()])
     except ValueError as e:
         raise UserError(f"--metrics {value}: {e}") from None
 
@@ -31,9 +32,9 @@ def metric_list(value: str) -> list[str]:
 @click.command("metrics")
 @click.option("--model", "model_path", default="models/alae.pt", show_default=True,
               type=click.Path(dir_okay=False), help="model file (train stage or import-official)")
-@click.option("--metrics", "names", default="all", show_default=True,
+@click.option("--metrics", "names", default="default", show_default=True,
               help="comma-separated registered metrics, e.g. fid,kid,pr,rec_fid,ppl,probe "
-                   "(ppl = ppl_full,ppl_end), or all")
+                   "(ppl = ppl_full,ppl_end); default: the evaluate stage's; all: every one")
 @click.option("--data", default="data/shards", show_default=True,
               type=click.Path(file_okay=False), help="shard folder (the shard stage's)")
 @click.option("--features", default=DEFAULTS.features, show_default=True,

@@ -22,8 +22,8 @@ from alae.config import ConfigError, EvaluateConfig, FeaturenetConfig, ModelConf
 from alae.data import eval_batches, read_manifest
 from alae.errors import UserError
 from alae.featurenet import save_featurenet, train_featurenet
-from alae.metrics import (METRICS_PROTOCOL, evaluate_model, metric_names, provenance,
-                          register, resolve_names, run_metrics)
+from alae.metrics import (METRICS_PROTOCOL, default_metrics, evaluate_model, metric_names,
+                          provenance, register, resolve_names, run_metrics)
 from alae.metrics.features import ClassifierFeatures, load_extractor, resize
 from alae.metrics.fid import FeatureStats, frechet_distance, load_stats, save_stats
 from alae.metrics.refstats import compute_reference, load_reference, write_reference
@@ -218,8 +218,9 @@ KEYS = {"fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse"}
 KID_PR = ["kid", "pr", "rec_kid", "rec_pr"]
 KID_PR_KEYS = {f"{rec}{k}_classifier" for rec in ("", "rec_")
                for k in ("kid", "kid_std", "precision", "recall")}
-ALL_KEYS = KEYS | KID_PR_KEYS | {"ppl_full_classifier", "ppl_end_classifier", "probe_acc",
-                                 "probe_acc_pixels"}
+ALL_KEYS = KEYS | {"kid_classifier", "kid_std_classifier", "precision_classifier",
+                  "recall_classifier", "ppl_full_classifier", "ppl_end_classifier", "probe_acc",
+                  "probe_acc_pixels"}   # the default list: rec_kid and rec_pr when asked for
 
 
 @pytest.mark.parametrize("resolution", [32, 16])
@@ -350,6 +351,7 @@ def test_registry_and_provenance(extractor, tiny_shards):
     assert {"fid", "kid", "pr", "rec_fid", "rec_kid", "rec_pr", "fid_floor", "mse", "ppl_full",
             "ppl_end", "probe"} <= set(metric_names())
     assert resolve_names(["kid", "ppl", "ppl_end", "kid"]) == ["kid", "ppl_full", "ppl_end"]
+    assert set(metric_names()) - set(default_metrics()) == {"rec_kid", "rec_pr"}
     with pytest.raises(ValueError):
         register("fid")(lambda ev: {})
     with pytest.raises(ValueError, match="uses"):

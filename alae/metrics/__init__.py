@@ -19,7 +19,8 @@ by the loader when it is lower than the stored one; every image clamped to [-1, 
   per pixel, in [-1, 1] units;
 - `kid`, `pr`: KID (mean and std over subsets, alae/metrics/kid.py) and precision / recall
   (k-NN manifolds, alae/metrics/precision_recall.py) of the same generated images against the
-  features of every test image; `rec_kid`, `rec_pr`: the same for the reconstructions;
+  features of every test image; `rec_kid`, `rec_pr` (not run by default): the same for the
+  reconstructions;
 - `fid_floor`: the first min(`num_images`, train count) train images against the reference: what
   the real data scores at the same sample sizes as `fid`, i.e. the best `fid` can be;
 - `ppl_full`, `ppl_end`: perceptual path length in W space over `ppl_samples` pairs
@@ -81,6 +82,7 @@ class Metric:
     fn: Callable[["Evaluation"], dict[str, float]]
     uses: frozenset[str]
     protocol: Callable[["Evaluation"], dict[str, Any]]
+    default: bool   # run by the evaluate stage (else only when asked for by name)
 
 
 _METRICS: dict[str, Metric] = {}
@@ -89,9 +91,10 @@ GROUPS = {"ppl": ("ppl_full", "ppl_end")}
 
 
 def register(name: str, uses: Iterable[str] = (),
-             protocol: Optional[Callable[["Evaluation"], dict[str, Any]]] = None
-             ) -> Callable[[Callable], Callable]:
-    """Register `fn(ev) -> {key: float}` as metric `name`, reading the shared sets `uses`."""
+             protocol: Optional[Callable[["Evaluation"], dict[str, Any]]] = None,
+             default: bool = True) -> Callable[[Callable], Callable]:
+    """Register `fn(ev) -> {key: float}` as metric `name`, reading the shared sets `uses`;
+    `default`: part of the evaluate stage's (and `evaluate_model`'s) default list."""
     uses = frozenset(uses)
 
     def add(fn: Callable[["Evaluation"], dict[str, float]]) -> Callable:
@@ -100,13 +103,19 @@ def register(name: str, uses: Iterable[str] = (),
         if uses - set(SHARED):
             raise ValueError(f"metric {name!r} uses {sorted(uses - set(SHARED))}; an "
                              f"Evaluation shares {', '.join(SHARED)}")
-        _METRICS[name] = Metric(name, fn, uses, protocol or (lambda ev: {}))
+        _METRICS[name] = Metric(name, fn, uses, protocol or (lambda ev: {}), default)
         return fn
     return add
 
 
 def metric_names() -> list[str]:
+    """Every registered metric."""
     return list(_METRICS)
+
+
+def default_metrics() -> list[str]:
+    """The metrics the evaluate stage runs."""
+    return [name for name, m in _METRICS.items() if m.default]
 
 
 def metric_uses(names: Iterable[str]) -> frozenset[str]:
@@ -189,7 +198,7 @@ class Evaluation:
         self.n_rec = min(cfg.num_images, self.n_test)
         self.n_floor = min(cfg.num_images, self.n_train)
         self.n_probe = min(cfg.probe_train, self.n_train)
-        names = metric_names() if needs is None else resolve_names(needs)
+        names = default_metrics() if needs is None else resolve_names(needs)
         self.uses = metric_uses(names)
         self._with_probe = PROBE in self.uses and self.labelled
         self._given_reference = reference
@@ -359,7 +368,8 @@ def _pr_protocol(n: Callable[["Evaluation"], int]) -> Callable[["Evaluation"], d
     return lambda ev: {**_vs_test(n)(ev), "k": precision_recall.K}
 
 
-def _against_test(prefix: str, images: str, n: Callable[["Evaluation"], int]) -> None:
+def _against_test(prefix: str, images: str, n: Callable[["Evaluation"], int],
+                  kid_pr_default: bool) -> None:
     """Register `<prefix>fid`, `<prefix>kid` and `<prefix>pr`: the feature set `images`
     (GENERATED or RECONSTRUCTED, `n(ev)` images) against the test split."""
     def fid_(ev: Evaluation) -> dict[str, float]:
@@ -375,13 +385,17 @@ def _against_test(prefix: str, images: str, n: Callable[["Evaluation"], int]) ->
         return {f"{prefix}precision_{ev.space}": p, f"{prefix}recall_{ev.space}": r}
 
     register(f"{prefix}fid", uses={images, REFERENCE}, protocol=_vs_test(n))(fid_)
-    register(f"{prefix}kid", uses={images, TEST}, protocol=_kid_protocol(n))(kid_)
-    register(f"{prefix}pr", uses={images, TEST}, protocol=_pr_protocol(n))(pr_)
+    register(f"{prefix}kid", uses={images, TEST}, protocol=_kid_protocol(n),
+             default=kid_pr_default)(kid_)
+    register(f"{prefix}pr", uses={images, TEST}, protocol=_pr_protocol(n),
+             default=kid_pr_default)(pr_)
 
 
 # fid, kid, pr: the samples; rec_fid, rec_kid, rec_pr: the reconstructions of the test images.
-_against_test("", GENERATED, lambda ev: ev.n_gen)
-_against_test("rec_", RECONSTRUCTED, lambda ev: ev.n_rec)
+# rec_kid and rec_pr only when asked for: at the default 10k images they would add ~5% to the
+# evaluate stage's time for little that rec_fid does not say.
+_against_test("", GENERATED, lambda ev: ev.n_gen, kid_pr_default=True)
+_against_test("rec_", RECONSTRUCTED, lambda ev: ev.n_rec, kid_pr_default=False)
 
 
 @register("fid_floor", uses={TRAIN, REFERENCE}, protocol=_vs_test(lambda ev: ev.n_floor))
@@ -441,9 +455,9 @@ def run_metrics(model: torch.nn.Module, extractor, shards_dir: str | Path, cfg: 
                 metrics: Optional[Iterable[str]] = None, *,
                 reference: Optional[FeatureStats] = None,
                 ppl_distance: Optional[PathDistance] = None) -> list[Result]:
-    """Each named metric (default: all registered; groups such as `ppl` expanded) with its
+    """Each named metric (default: `default_metrics()`; groups such as `ppl` expanded) with its
     protocol: the metric's own (`register(protocol=...)`) plus the evaluation's seed."""
-    wanted = metric_names() if metrics is None else resolve_names(metrics)
+    wanted = default_metrics() if metrics is None else resolve_names(metrics)
     ev = Evaluation(model, extractor, shards_dir, cfg, needs=wanted, reference=reference,
                     ppl_distance=ppl_distance)
     return [Result(name, _METRICS[name].fn(ev), {**_METRICS[name].protocol(ev), "seed": cfg.seed})
@@ -454,7 +468,7 @@ def evaluate_model(model: torch.nn.Module, extractor, shards_dir: str | Path, cf
                    metrics: Optional[Iterable[str]] = None, *,
                    reference: Optional[FeatureStats] = None,
                    ppl_distance: Optional[PathDistance] = None) -> dict[str, float]:
-    """Run the named metrics (default: all registered) and merge their `{key: float}` results.
+    """Run the named metrics (default: `default_metrics()`) and merge their `{key: float}` results.
 
     Deterministic for a given cfg.seed, model, extractor and shards. `reference`: precomputed
     test-split statistics in the extractor's space (the refstats stage's file). Call
