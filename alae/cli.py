@@ -381,8 +381,10 @@ def figures(model_path: str, images: tuple[str, ...], shards: str | None, out: s
 
 
 from alae.edit.cli import COMMANDS as EDIT_COMMANDS  # noqa: E402  (directions, edit, project)
+# `alae metrics` lives in its own module, as the evaluate stage's protocol for any model file.
+from alae.metrics_command import metrics  # noqa: E402
 
-for command in EDIT_COMMANDS:
+for command in [*EDIT_COMMANDS, metrics]:
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -60,6 +60,17 @@ def write_json(path: str | Path, obj: Any) -> None:
         f.write("\n")
 
 
+def append_jsonl(path: str | Path, records: list[Any]) -> None:
+    """Append one JSON line per record, atomically: the file is rewritten whole (old lines, then
+    the new ones) and renamed into place, so a reader never sees half a line."""
+    path = Path(path)
+    old = path.read_text() if path.is_file() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    with atomic_open(path, "w") as f:
+        f.write(old + "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
 def write_csv(path: str | Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     if rows:

@@ -1,10 +1,13 @@
-"""DVC stage `evaluate`: every registered metric of the EMA model (alae/metrics): FID of
-generations and of reconstructions and the data floor in the `evaluate.features` space, PPL, the
-linear probe of E(x) beside the same probe on pixels, and the reconstruction error.
+"""DVC stage `evaluate`: every registered metric of the EMA model (alae/metrics): FID, KID and
+precision / recall of generations and of reconstructions, and the data floor, in the
+`evaluate.features` space; PPL; the linear probe of E(x) beside the same probe on pixels; the
+reconstruction error. Each metric's protocol (sample sizes, KID's subsets, P/R's k) is the MLflow
+tag `alae.protocol.<metric>`.
 
 The test split's statistics come from the refstats stage's file (`--refstats`) when it was made
 for this space, featurenet, data and the model's resolution; otherwise they are computed here.
 """
+import json
 import sys
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from alae.checkpoint import load_model  # noqa: E402
 from alae.config import load_params  # noqa: E402
 from alae.errors import CheckpointError, exits_cleanly  # noqa: E402
 from alae.io import write_json  # noqa: E402
-from alae.metrics import METRICS_PROTOCOL, evaluate_model, note, provenance  # noqa: E402
+from alae.metrics import METRICS_PROTOCOL, note, provenance, run_metrics  # noqa: E402
 from alae.devices import resolve_device  # noqa: E402
 from alae.metrics.features import ClassifierFeatures, load_extractor  # noqa: E402
 from alae.metrics.ppl import load_distance  # noqa: E402
@@ -61,13 +64,17 @@ def main(params_path: str, model_path: str, featurenet: str, refstats: str, shar
         if cfg.ppl_distance == "classifier" else None
     distance = load_distance(cfg.ppl_distance, classifier, device)
     with pipeline_run(params, "evaluate") as run:
-        metrics = evaluate_model(model, extractor, shards, cfg, reference=reference,
-                                 ppl_distance=distance)
+        results = run_metrics(model, extractor, shards, cfg, reference=reference,
+                              ppl_distance=distance)
+        metrics = {k: v for r in results for k, v in r.values.items()}
         # The protocol beside the numbers, so that `dvc exp show` shows which one each run used.
         write_json(out, {**metrics, "metrics_protocol": METRICS_PROTOCOL})
         run.log_metrics(metrics)
         # Every number is tied to its protocol and to the exact featurenet file it came from.
         run.set_tags({f"alae.{k}": v for k, v in provenance(extractor, distance).items()})
+        # ...and to what else fixed it: sample sizes, KID's subsets, P/R's k.
+        run.set_tags({f"alae.protocol.{r.metric}": json.dumps(r.protocol, sort_keys=True)
+                      for r in results})
         if meta.get("run_key") != run.key:
             run.set_tags({"alae.trained_by": meta.get("run_id", "unknown")})
     click.echo("evaluate: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))

@@ -4,6 +4,7 @@ files, and `alae fid` in the classifier space."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -15,13 +16,14 @@ import re
 from click.testing import CliRunner
 from PIL import Image
 
+from alae.checkpoint import load_model, save_model
 from alae.cli import main as cli
 from alae.config import ConfigError, EvaluateConfig, FeaturenetConfig, ModelConfig, parse_params
 from alae.data import eval_batches, read_manifest
 from alae.errors import UserError
 from alae.featurenet import save_featurenet, train_featurenet
-from alae.metrics import (METRICS_PROTOCOL, evaluate_model, metric_names, provenance,
-                          register)
+from alae.metrics import (METRICS_PROTOCOL, default_metrics, evaluate_model, metric_names,
+                          provenance, register, resolve_names, run_metrics)
 from alae.metrics.features import ClassifierFeatures, load_extractor, resize
 from alae.metrics.fid import FeatureStats, frechet_distance, load_stats, save_stats
 from alae.metrics.refstats import compute_reference, load_reference, write_reference
@@ -55,6 +57,17 @@ def test_stats_do_not_depend_on_batch_size(chunk):
     whole, parts = stats_of(x), stats_of(x, chunk)
     np.testing.assert_allclose(parts.mean(), whole.mean(), rtol=1e-12)
     np.testing.assert_allclose(parts.cov(), whole.cov(), rtol=1e-10, atol=1e-12)
+
+
+def test_stats_keep_their_features_when_asked():
+    x = rng.normal(size=(30, 4)).astype(np.float32)
+    kept = FeatureStats(keep=True).update(x[:7]).update(torch.from_numpy(x[7:]))
+    np.testing.assert_array_equal(kept.features(), x)
+    assert kept.features().dtype == np.float32
+    plain = FeatureStats().update(x[:7]).update(x[7:])
+    np.testing.assert_array_equal(kept.cov(), plain.cov())   # the same statistics
+    with pytest.raises(ValueError, match="keep"):
+        stats_of(x).features()
 
 
 def test_stats_refuse_too_few_and_mixed_widths():
@@ -202,7 +215,12 @@ def load_test_split(shards, resolution) -> torch.Tensor:
 
 FID_METRICS = ["fid", "rec_fid", "fid_floor", "mse"]
 KEYS = {"fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse"}
-ALL_KEYS = KEYS | {"ppl_full_classifier", "ppl_end_classifier", "probe_acc", "probe_acc_pixels"}
+KID_PR = ["kid", "pr", "rec_kid", "rec_pr"]
+KID_PR_KEYS = {f"{rec}{k}_classifier" for rec in ("", "rec_")
+               for k in ("kid", "kid_std", "precision", "recall")}
+ALL_KEYS = KEYS | {"kid_classifier", "kid_std_classifier", "precision_classifier",
+                  "recall_classifier", "ppl_full_classifier", "ppl_end_classifier", "probe_acc",
+                  "probe_acc_pixels"}   # the default list: rec_kid and rec_pr when asked for
 
 
 @pytest.mark.parametrize("resolution", [32, 16])
@@ -228,6 +246,52 @@ def test_noise_model(extractor, tiny_shards):
     assert m["mse"] == pytest.approx(x[:200].double().pow(2).mean().item(), rel=1e-9)
     again = evaluate_model(Double(32), extractor, tiny_shards, cfg, ["fid"])
     assert again == {"fid_classifier": m["fid_classifier"]}   # the model's own noise is seeded
+
+
+def load_train_split(shards, resolution, n) -> torch.Tensor:
+    return torch.cat([x for x, _ in eval_batches(shards, "train", resolution, 1000, n)])
+
+
+def test_kid_and_pr_of_real_images_and_of_noise(extractor, tiny_shards):
+    n_test = read_manifest(tiny_shards)["counts"]["test"]
+    # Samples and reconstructions that are the test set itself: inside each other's manifold.
+    same = evaluate_model(Double(32, bank=load_test_split(tiny_shards, 32)), extractor,
+                          tiny_shards, EvaluateConfig(num_images=n_test, batch_size=128),
+                          ["pr", "rec_pr"])
+    assert same == dict.fromkeys(["precision_classifier", "recall_classifier",
+                                  "rec_precision_classifier", "rec_recall_classifier"], 1.0)
+    # Other real images (train) against noise; reconstructions that are all zeros.
+    cfg = EvaluateConfig(num_images=300, batch_size=128)
+    real = evaluate_model(Double(32, bank=load_train_split(tiny_shards, 32, 300)), extractor,
+                          tiny_shards, cfg, ["kid", "pr"])
+    noise = evaluate_model(Double(32, rec="zeros"), extractor, tiny_shards, cfg, KID_PR)
+    assert set(noise) == KID_PR_KEYS
+    for rec in ("", "rec_"):
+        assert noise[f"{rec}kid_classifier"] > 20 * abs(real["kid_classifier"])
+        assert noise[f"{rec}kid_classifier"] > 5 * noise[f"{rec}kid_std_classifier"]
+    assert real["precision_classifier"] > 0.7 and real["recall_classifier"] > 0.5
+    # Noise covers none of the test images; nor does one point (all zeros: balls of radius 0).
+    assert noise["recall_classifier"] == noise["rec_recall_classifier"] == 0.0
+
+
+def test_kid_and_pr_read_test_features_when_the_reference_is_given(extractor, tiny_shards):
+    ref = compute_reference(extractor, tiny_shards, 32, batch_size=128)
+    cfg = EvaluateConfig(num_images=150, batch_size=64)
+    model = Double(32, gen="z")
+    alone = evaluate_model(model, extractor, tiny_shards, cfg, ["fid"], reference=ref)
+    both = evaluate_model(model, extractor, tiny_shards, cfg, ["fid", "kid", "pr"], reference=ref)
+    computed = evaluate_model(model, extractor, tiny_shards, cfg, ["kid", "pr", "fid"])
+    assert both["fid_classifier"] == alone["fid_classifier"]   # FID's number does not move
+    assert both["kid_classifier"] > 0
+    for key in ("kid_classifier", "precision_classifier", "recall_classifier"):
+        assert both[key] == pytest.approx(computed[key], rel=1e-6)
+    # The protocol beside each result: sample sizes, subsets, k, seed.
+    results = {r.metric: r for r in run_metrics(model, extractor, tiny_shards, cfg, ["kid", "pr"])}
+    assert results["kid"].protocol == {"n": 150, "n_ref": 600, "subsets": 100, "subset_size": 150,
+                                       "subset_seed": 0, "seed": 0,
+                                       "kernel": "(x.y/d + 1)^3"}
+    assert results["pr"].protocol == {"n": 150, "n_ref": 600, "k": 3, "seed": 0}
+    assert results["kid"].values["kid_classifier"] == both["kid_classifier"]
 
 
 def test_reconstruction_noise_is_seeded_whatever_the_process_drew_before(extractor, tiny_shards):
@@ -284,10 +348,14 @@ def test_style_alae_numbers_do_not_depend_on_batch_size(extractor, tiny_shards):
 
 
 def test_registry_and_provenance(extractor, tiny_shards):
-    assert {"fid", "rec_fid", "fid_floor", "mse", "ppl_full", "ppl_end",
-            "probe"} <= set(metric_names())
+    assert {"fid", "kid", "pr", "rec_fid", "rec_kid", "rec_pr", "fid_floor", "mse", "ppl_full",
+            "ppl_end", "probe"} <= set(metric_names())
+    assert resolve_names(["kid", "ppl", "ppl_end", "kid"]) == ["kid", "ppl_full", "ppl_end"]
+    assert set(metric_names()) - set(default_metrics()) == {"rec_kid", "rec_pr"}
     with pytest.raises(ValueError):
         register("fid")(lambda ev: {})
+    with pytest.raises(ValueError, match="uses"):
+        register("fid2", uses={"generated_images"})(lambda ev: {})
     with pytest.raises(ValueError, match="unknown"):
         evaluate_model(Double(32), extractor, tiny_shards, EvaluateConfig(), ["nope"])
     assert provenance(extractor) == {"metrics_protocol": str(METRICS_PROTOCOL),
@@ -407,3 +475,45 @@ def test_alae_fid_classifier(tiny_shards, featurenet_file, tmp_path):
     assert fid(tmp_path / "a.npz", tmp_path / "b")[0] == pytest.approx(ab, rel=1e-6)
     missing = runner.invoke(cli, ["fid", str(tmp_path / "nope"), str(tmp_path / "b")])
     assert missing.exit_code == 1 and "no such folder or file" in missing.output
+
+
+# ---------------------------------------------------------------- alae metrics (any model file)
+
+def test_alae_metrics_appends_one_line_per_metric(tiny_shards, featurenet_file, tmp_path):
+    params = parse_params({"model": {"kind": "mlp", "latent": 8, "mapping_layers": 2,
+                                     "hidden": 32}})
+    torch.manual_seed(0)
+    save_model(tmp_path / "m.pt", build_model(params.model, 1, 32), params, meta={})
+    out = tmp_path / "results.jsonl"
+    runner = CliRunner()
+    args = ["metrics", "--model", str(tmp_path / "m.pt"), "--data", str(tiny_shards),
+            "--featurenet", str(featurenet_file), "--num-images", "120", "--batch-size", "60",
+            "--ppl-samples", "20", "--device", "cpu", "--out", str(out)]
+    done = runner.invoke(cli, [*args, "--metrics", "fid,kid,pr,ppl"])
+    assert done.exit_code == 0, done.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["metric"] for r in lines] == ["fid", "kid", "pr", "ppl_full", "ppl_end"]
+    kid = lines[1]
+    assert set(kid["values"]) == {"kid_classifier", "kid_std_classifier"}
+    assert kid["values"]["kid_classifier"] > 0    # an untrained model
+    protocol = kid["protocol"]
+    assert protocol["n"] == 120 and protocol["subset_size"] == 120 and protocol["seed"] == 0
+    assert protocol["features"] == "classifier" and protocol["metrics_protocol"] == METRICS_PROTOCOL
+    assert protocol["featurenet_sha256"] == ClassifierFeatures.from_file(featurenet_file).sha256
+    assert len(protocol["model_sha256"]) == 64 and len(protocol["dataset"]) == 64
+    assert lines[3]["protocol"]["distance"] == "classifier"
+    # The same numbers as the library's.
+    ex = load_extractor("classifier", featurenet_file)
+    cfg = EvaluateConfig(num_images=120, batch_size=60, ppl_samples=20)
+    lib = evaluate_model(load_model(tmp_path / "m.pt")[0], ex, tiny_shards, cfg, ["kid", "fid"])
+    assert kid["values"]["kid_classifier"] == pytest.approx(lib["kid_classifier"], rel=1e-6)
+    assert lines[0]["values"]["fid_classifier"] == pytest.approx(lib["fid_classifier"], rel=1e-6)
+    # A second run appends; an unknown name is refused in one line, before any work.
+    again = runner.invoke(cli, [*args, "--metrics", "mse"])
+    assert again.exit_code == 0, again.output
+    assert len(out.read_text().splitlines()) == 6
+    bad = runner.invoke(cli, [*args, "--metrics", "fid,fdi"])
+    assert bad.exit_code == 1
+    error = bad.stderr.strip().splitlines()
+    assert len(error) == 1 and "unknown metric(s) fdi; known: fid, kid, pr," in error[0]
+    assert len(out.read_text().splitlines()) == 6

@@ -10,7 +10,8 @@ from alae.metrics import METRICS_PROTOCOL
 from pipeline_helpers import run
 
 EVAL_KEYS = ("fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse",
-             "ppl_full_classifier", "ppl_end_classifier", "probe_acc", "probe_acc_pixels")
+             "ppl_full_classifier", "ppl_end_classifier", "probe_acc", "probe_acc_pixels",
+             "kid_classifier", "kid_std_classifier", "precision_classifier", "recall_classifier")
 
 FIGURES = ("samples.png", "samples_untruncated.png", "reconstructions.png", "interpolation.png",
            "style_mixing.png", "progress.png")  # the default StyleALAE: mixing and growing apply
@@ -41,7 +42,7 @@ def test_repro_writes_metrics_figures_and_model(repo):
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     assert set(metrics) == {*EVAL_KEYS, "metrics_protocol"}
     assert metrics["metrics_protocol"] == METRICS_PROTOCOL
-    for key in EVAL_KEYS:
+    for key in EVAL_KEYS:   # KID's unbiased estimate may dip below 0, not a tiny model's
         assert isinstance(metrics[key], float) and metrics[key] >= 0, key
     assert (repo / "models/refstats_classifier.npz").is_file()   # the refstats stage's output
     featurenet = json.loads((repo / "metrics/featurenet.json").read_text())
@@ -73,6 +74,8 @@ def test_one_mlflow_run_with_params_tick_metrics_and_artifacts(repo):
     assert run.data.tags["alae.features"] == run.data.tags["alae.ppl_distance"] == "classifier"
     assert run.data.tags["alae.metrics_protocol"] == str(METRICS_PROTOCOL)
     assert len(run.data.tags["alae.featurenet_sha256"]) == 64
+    assert json.loads(run.data.tags["alae.protocol.kid"])["subset_size"] == 200   # num_images
+    assert json.loads(run.data.tags["alae.protocol.pr"])["k"] == 3
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"params.yaml", "figures", "model"} <= artifacts
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}

@@ -1,0 +1,95 @@
+"""`alae metrics`: any registered metric (alae/metrics) of any model file, the counterpart of
+stylegan2-ada's `calc_metrics.py`. Each metric's result is printed and, with `--out`, appended
+as one JSON line beside everything that fixes it (model file and its sha256, data and its
+digest, feature space and featurenet sha256, sample sizes, seed, the metric's own parameters,
+the metrics protocol version), so lines written months apart can be compared, or told apart.
+"""
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import click
+
+from alae.config import EvaluateConfig
+from alae.errors import UserError, exits_cleanly
+
+DEFAULTS = EvaluateConfig()
+
+
+def metric_list(value: str) -> list[str]:
+    """The names of `--metrics`, groups expanded; an unknown one is a one-line error."""
+    from alae.metrics import default_metrics, metric_names, resolve_names
+
+    if value in ("default", "all"):
+        return default_metrics() if value == "default" else metric_names()
+    try:
+        return resolve_names([n.strip() for n in value.split(",") if n.strip()])
+    except ValueError as e:
+        raise UserError(f"--metrics {value}: {e}") from None
+
+
+@click.command("metrics")
+@click.option("--model", "model_path", default="models/alae.pt", show_default=True,
+              type=click.Path(dir_okay=False), help="model file (train stage or import-official)")
+@click.option("--metrics", "names", default="default", show_default=True,
+              help="comma-separated registered metrics, e.g. fid,kid,pr,rec_fid,ppl,probe "
+                   "(ppl = ppl_full,ppl_end); default: the evaluate stage's; all: every one")
+@click.option("--data", default="data/shards", show_default=True,
+              type=click.Path(file_okay=False), help="shard folder (the shard stage's)")
+@click.option("--features", default=DEFAULTS.features, show_default=True,
+              type=click.Choice(["classifier", "inception"]), help="feature space")
+@click.option("--featurenet", default="models/featurenet.pt", show_default=True,
+              type=click.Path(dir_okay=False), help="the classifier space's network")
+@click.option("--num-images", default=DEFAULTS.num_images, show_default=True,
+              type=click.IntRange(min=2), help="samples (and reconstructions) per metric")
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=click.IntRange(min=0))
+@click.option("--ppl-samples", default=DEFAULTS.ppl_samples, show_default=True,
+              type=click.IntRange(min=2))
+@click.option("--ppl-distance", default=DEFAULTS.ppl_distance, show_default=True,
+              type=click.Choice(["classifier", "lpips"]))
+@click.option("--probe-train", default=DEFAULTS.probe_train, show_default=True,
+              type=click.IntRange(min=2))
+@click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True,
+              type=click.IntRange(min=1), help="no number depends on it")
+@click.option("--device", default="auto", show_default=True,
+              help="auto | cpu | cuda | cuda:N; auto is CUDA when there is one")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="append one JSON line per metric to this file (e.g. results.jsonl)")
+@exits_cleanly
+def metrics(model_path: str, names: str, data: str, features: str, featurenet: str,
+            num_images: int, seed: int, ppl_samples: int, ppl_distance: str, probe_train: int,
+            batch_size: int, device: str, out: str | None) -> None:
+    """Compute registered metrics of a model file on DATA's splits, as the evaluate stage does."""
+    names = metric_list(names)   # before anything loads
+    from alae.checkpoint import load_model
+    from alae.devices import resolve_device
+    from alae.io import append_jsonl, file_sha256
+    from alae.metrics import PPL, METRICS_PROTOCOL, metric_uses, provenance, run_metrics
+    from alae.metrics.features import load_extractor
+    from alae.metrics.ppl import load_distance
+    from alae.metrics.refstats import dataset_digest
+
+    cfg = EvaluateConfig(num_images=num_images, batch_size=batch_size, features=features,
+                         seed=seed, ppl_samples=ppl_samples, ppl_distance=ppl_distance,
+                         probe_train=probe_train, device=device)
+    where = resolve_device(device, "--device")
+    model, _, _ = load_model(model_path, where)
+    extractor = load_extractor(features, featurenet, where)
+    distance = None
+    if PPL in metric_uses(names):
+        distance = load_distance(ppl_distance, extractor if features == "classifier" else None,
+                                 where)
+    common = {"model": str(model_path), "model_sha256": file_sha256(model_path),
+              "data": str(data), "dataset": dataset_digest(data),
+              **provenance(extractor, distance), "metrics_protocol": METRICS_PROTOCOL}
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    results = run_metrics(model, extractor, data, cfg, names, ppl_distance=distance)
+    for r in results:
+        click.echo(f"{r.metric}: " + (", ".join(f"{k}={v:.6g}" for k, v in r.values.items())
+                                       or "skipped"))
+    if out is not None:
+        append_jsonl(out, [{"metric": r.metric, "values": r.values,
+                            "protocol": {**common, **r.protocol}, "time": when}
+                           for r in results])
+        click.echo(f"appended {len(results)} lines to {out}")
