@@ -98,6 +98,14 @@ def preset(name: str, params_path: str) -> None:
     note = preset_note(name, params)
     if note:
         click.echo(f"note: {note}", err=True)
+    from alae.cost import min_training_hours
+
+    hours, gflops = min_training_hours(params)
+    if hours > 1:
+        click.echo(f"warning: training {params.train.kimg:g} kimg of this configuration takes at "
+                   f"least {hours:,.1f} h on this machine (its FLOPs at the measured matmul rate "
+                   f"of {gflops:.0f} GFLOP/s; training runs well below that rate); lower "
+                   f"train.kimg, or train on a GPU", err=True)
 
 
 

@@ -239,19 +239,21 @@ def frontier_table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per run and budget (kimg), in the order of the CSV. No times: a
     background run's wall time compares with nothing (the budget is the kimg)."""
     lines = ["| run | kimg | fid_classifier | rec_fid_classifier | mse | probe_acc − pixels | "
-             "ppl_full_classifier |", "|---|---|---|---|---|---|---|"]
+             "ppl_full_classifier | precision / recall |", "|---|---|---|---|---|---|---|---|"]
 
     def f(value: Optional[float], spec: str) -> str:
         return "–" if value is None else format(value, spec)
 
     for r in rows:
         v = {k: _num(r.get(k)) for k in ("fid_classifier", "rec_fid_classifier", "mse", "probe_acc",
-                                          "probe_acc_pixels", "ppl_full_classifier")}
+                                          "probe_acc_pixels", "ppl_full_classifier",
+                                          "precision_classifier", "recall_classifier")}
         gap = (None if None in (v["probe_acc"], v["probe_acc_pixels"])
                else v["probe_acc"] - v["probe_acc_pixels"])
         lines.append(f"| {r['experiment']} | {r['kimg']} | {f(v['fid_classifier'], '.1f')} | "
                      f"{f(v['rec_fid_classifier'], '.1f')} | {f(v['mse'], '.4f')} | {f(gap, '.3f')} | "
-                     f"{f(v['ppl_full_classifier'], '.1f')} |")
+                     f"{f(v['ppl_full_classifier'], '.1f')} | {f(v['precision_classifier'], '.3f')} / "
+                     f"{f(v['recall_classifier'], '.3f')} |")
     return "\n".join(lines)
 
 

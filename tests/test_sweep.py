@@ -147,13 +147,14 @@ def test_frontier_rows_replace_the_same_run_and_budget(tmp_path):
     out = tmp_path / "frontier.csv"
     row = {"experiment": "t-a-s0", "run_key": "k", "kimg": "180", "images_seen": 180032,
            "train_seconds": 900.0, "fid_classifier": 150.0, "rec_fid_classifier": 160.0,
-           "mse": 0.2, "probe_acc": 0.79, "probe_acc_pixels": 0.8, "ppl_full_classifier": 20.0}
+           "mse": 0.2, "probe_acc": 0.79, "probe_acc_pixels": 0.8, "ppl_full_classifier": 20.0,
+           "precision_classifier": 0.5, "recall_classifier": 0.25}
     sw.merge_frontier_csv(out, [row, {**row, "kimg": "360", "fid_classifier": 120.0}])
     sw.merge_frontier_csv(out, [{**row, "fid_classifier": 140.0}])
     rows = sw.read_csvs([out])
     assert [(r["kimg"], r["fid_classifier"]) for r in rows] == [("180", "140.0"), ("360", "120.0")]
     table = sw.frontier_table(rows)
-    assert "| t-a-s0 | 180 | 140.0 | 160.0 | 0.2000 | -0.010 | 20.0 |" in table
+    assert "| t-a-s0 | 180 | 140.0 | 160.0 | 0.2000 | -0.010 | 20.0 | 0.500 / 0.250 |" in table
     readme = tmp_path / "README.md"
     readme.write_text(f"a\n{sw.MARKERS['frontier'][0]}\n{sw.MARKERS['frontier'][1]}\nb\n")
     sw.write_readme_table(readme, table, ["sweeps/frontier.csv"], which="frontier")
