@@ -32,6 +32,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 MARKERS = {"sweep": ("<!-- sweep-table:start -->", "<!-- sweep-table:end -->"),
            "frontier": ("<!-- frontier-table:start -->", "<!-- frontier-table:end -->")}
 TABLE_START, TABLE_END = MARKERS["sweep"]
+UNRECORDED = "unrecorded"   # a CSV row's featurenet or machine, where its export did not record them
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,11 @@ def queue_command(name: str, overrides: dict[str, Any]) -> list[str]:
 
 
 # --- from MLflow to a committed CSV, and from CSVs to the README ------------------------------
-def rows_of_runs(grid: Grid, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def rows_of_runs(grid: Grid, runs: list[dict[str, Any]], machine: str = "") -> list[dict[str, Any]]:
     """One row per experiment of the grid that finished (the latest run where there are
-    several): its candidate, seed, run key, commit, the varied params, metrics and stage times."""
+    several): its candidate, seed, run key, commit, the feature space its metrics are in (the
+    first 12 hex digits of the featurenet's sha256, from the run's `featurenet` entry), the
+    machine, the varied params, metrics and stage times."""
     varied = sorted({k for o in grid.candidates.values() for k in o} | set(grid.common))
     names = {name: (cand, overrides["seed"]) for cand in grid.candidates
              for name, overrides in grid.experiments([cand])}
@@ -128,20 +131,60 @@ def rows_of_runs(grid: Grid, runs: list[dict[str, Any]]) -> list[dict[str, Any]]
         stage_s = {f"seconds_{s}": m.get(f"stage_seconds_{s}") for s in STAGES}
         rows.append({"experiment": name, "candidate": cand, "seed": seed,
                      "run_key": run["run_key"], "commit": run["commit"][:12],
-                     "timed": name not in grid.untimed,
+                     "featurenet": (run.get("featurenet") or UNRECORDED)[:12],
+                     "machine": machine or UNRECORDED, "timed": name not in grid.untimed,
                      **{f"param:{k}": run["params"].get(k, "") for k in varied},
                      **{k: m.get(k) for k in METRICS}, **stage_s,
                      "seconds_pipeline": sum(v for v in stage_s.values() if v is not None)})
     return rows
 
 
+def this_machine() -> str:
+    """The CPU a run was timed on, as a CSV row records it: `AMD EPYC (family 25 model 17, 2
+    CPUs)`. FID moves with it too: float rounding differs between instruction sets (AVX2,
+    AVX-512), and with it the featurenet and every training trajectory."""
+    import os
+
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        import platform
+        return f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)"
+    return (f"{info.get('model name', '?')} (family {info.get('cpu family', '?')} model "
+            f"{info.get('model', '?')}, {os.cpu_count()} CPUs)")
+
+
 def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
     if not rows:
         raise ConfigError(f"{path}: no finished experiment of this grid in the MLflow store")
+    fields = list(dict.fromkeys(k for r in rows for k in r))   # every row's columns, in order
     with atomic_open(path, "w") as f:
-        out = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        out = csv.DictWriter(f, fieldnames=fields, lineterminator="\n", restval="")
         out.writeheader()
         out.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+
+
+def merge_sweep_csv(path: str | Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` into the CSV at `path`: a row replaces the row of the same experiment in the same
+    feature space; every other row stays (the MLflow store of another machine or session is not
+    here to export it again). Rows of CSVs written before the `featurenet` and `machine` columns
+    say `unrecorded`. Returns the rows written."""
+    path = Path(path)
+    new = {(r["experiment"], r["featurenet"]) for r in rows}
+    old = []
+    if path.exists():
+        for r in read_csvs([path]):
+            r.pop("sweep")
+            r["featurenet"] = r.get("featurenet") or UNRECORDED
+            r["machine"] = r.get("machine") or UNRECORDED
+            if (r["experiment"], r["featurenet"]) not in new:
+                old.append(r)
+    merged = old + rows
+    write_csv(merged, path)
+    return merged
 
 
 def read_csvs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -179,10 +222,12 @@ def _mean_sd(values: list[float], digits: int) -> str:
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one line per sweep and candidate, mean ± sd over its seeds, best FID first."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    """Markdown: one line per sweep, candidate and feature space (the featurenet: metrics in two
+    spaces are never averaged together), mean ± sd over its seeds, best FID first."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["sweep"], r["candidate"]), []).append(r)
+        space = r.get("featurenet") or UNRECORDED
+        groups.setdefault((r["sweep"], r["candidate"], space), []).append(r)
 
     def col(rs, key):
         if key in TIMES:
@@ -190,14 +235,15 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         return [v for v in (_num(r.get(key)) for r in rs) if v is not None]
 
     order = sorted(groups, key=lambda g: statistics.mean(col(groups[g], "fid_classifier") or [1e9]))
-    lines = ["| sweep | candidate | seeds | fid_classifier | rec_fid_classifier | mse | "
-             "probe_acc − pixels | train min | pipeline min |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for sweep, cand in order:
-        rs = groups[(sweep, cand)]
+    lines = ["| sweep | candidate | seeds | featurenet | fid_classifier | rec_fid_classifier | "
+             "mse | probe_acc − pixels | train min | pipeline min |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for sweep, cand, space in order:
+        rs = groups[(sweep, cand, space)]
         gap = [a - b for a, b in zip(col(rs, "probe_acc"), col(rs, "probe_acc_pixels"))]
         lines.append(
             f"| {sweep} | {cand} | {', '.join(str(r['seed']) for r in rs)} | "
+            f"{space if space == UNRECORDED else space[:8]} | "
             f"{_mean_sd(col(rs, 'fid_classifier'), 1)} | {_mean_sd(col(rs, 'rec_fid_classifier'), 1)} | "
             f"{_mean_sd(col(rs, 'mse'), 4)} | {_mean_sd(gap, 3)} | "
             f"{_mean_sd([s / 60 for s in col(rs, 'train_seconds')], 1)} | "
@@ -269,7 +315,8 @@ def plot_fid_vs_time(rows: list[dict[str, Any]], out: str | Path) -> None:
     for r in rows:
         t, fid = _num(r.get("train_seconds")), _num(r.get("fid_classifier"))
         if t is not None and fid is not None and _timed(r):
-            groups.setdefault(f"{r['sweep']}/{r['candidate']}", []).append((t / 60, fid))
+            space = (r.get("featurenet") or UNRECORDED)[:8]
+            groups.setdefault(f"{r['sweep']}/{r['candidate']} ({space})", []).append((t / 60, fid))
     for label, points in sorted(groups.items()):
         xs, ys = zip(*points)
         ax.scatter(xs, ys, label=label, s=28)

@@ -91,10 +91,31 @@ def export(grid_path: str, out: str | None) -> None:
     from alae.tracking import exported_runs
 
     grid = sw.load_grid(grid_path, ROOT / "params.yaml")
-    rows = sw.rows_of_runs(grid, exported_runs(f"{grid.name}-"))
+    runs = exported_runs(f"{grid.name}-")
+    spaces = featurenets_of_runs()
+    for run in runs:
+        run["featurenet"] = spaces.get(run["run_key"], "")
+    rows = sw.rows_of_runs(grid, runs, sw.this_machine())
     out = out or str(ROOT / "sweeps" / f"{grid.name}.csv")
-    sw.write_csv(rows, out)
-    click.echo(f"exported {len(rows)} runs to {out}")
+    if not rows:
+        raise UserError(f"{grid_path}: no finished experiment of this grid in the MLflow store")
+    merged = sw.merge_sweep_csv(out, rows)
+    click.echo(f"exported {len(rows)} runs to {out} ({len(merged)} rows with those kept from "
+               f"earlier exports)")
+
+
+def featurenets_of_runs() -> dict[str, str]:
+    """run key -> sha256 of the featurenet its metrics were measured with (the evaluate stage's
+    MLflow tag), for every run of the store."""
+    from mlflow.tracking import MlflowClient
+
+    from alae.tracking import EXPERIMENT, KEY_TAG, tracking_uri
+
+    client = MlflowClient(tracking_uri=tracking_uri())
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], max_results=5000) if exp else []
+    return {r.data.tags.get(KEY_TAG, ""): r.data.tags.get("alae.featurenet_sha256", "")
+            for r in runs}
 
 
 @main.command()
@@ -136,7 +157,7 @@ def frontier(experiment: str, marks: str, csv_path: str, params_path: str, featu
     from alae.checkpoint import load_checkpoint, load_model
     from alae.config import load_params
     from alae.devices import resolve_device
-    from alae.metrics import evaluate_model
+    from alae.metrics import evaluate_model, provenance
     from alae.metrics.features import load_extractor
     from alae.metrics.ppl import load_distance
     from alae.metrics.refstats import load_reference
@@ -165,7 +186,10 @@ def frontier(experiment: str, marks: str, csv_path: str, params_path: str, featu
                                  ppl_distance=distance)
         seconds = load_checkpoint(path)["training"]["seconds"]
         rows.append({"experiment": experiment, "run_key": key, "kimg": f"{mark:g}",
-                     "images_seen": min(seen), "train_seconds": seconds, **metrics})
+                     "images_seen": min(seen), "train_seconds": seconds,
+                     "featurenet": provenance(extractor).get("featurenet_sha256", cfg.features)[:12],
+                     "machine": sw.this_machine(),
+                     **metrics})
         click.echo(f"{experiment} at {min(seen)} images: " + json.dumps(
             {k: round(v, 4) for k, v in metrics.items()}))
     sw.merge_frontier_csv(csv_path, rows)

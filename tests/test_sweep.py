@@ -77,7 +77,7 @@ def test_export_keeps_the_latest_finished_run_per_experiment_and_reports_mean_an
     sw.write_csv(rows, out)
     assert list(csv.DictReader(out.open()))[1]["seed"] == "1"
     table = sw.summary_table(sw.read_csvs([out]))
-    assert "| t | b | 0, 1 | 50.0 ± 14.1 | 60.0 ± 14.1 | 0.1000 ± 0.0000 | 0.050 ± 0.000 | 10.0 ± 0.0 | 11.0 ± 0.0 |" in table
+    assert "| t | b | 0, 1 | unrecorded | 50.0 ± 14.1 | 60.0 ± 14.1 | 0.1000 ± 0.0000 | 0.050 ± 0.000 | 10.0 ± 0.0 | 11.0 ± 0.0 |" in table
     readme = tmp_path / "README.md"
     readme.write_text(f"before\n{sw.TABLE_START}\nold\n{sw.TABLE_END}\nafter\n")
     sw.write_readme_table(readme, table, ["sweeps/t.csv"])
@@ -86,6 +86,30 @@ def test_export_keeps_the_latest_finished_run_per_experiment_and_reports_mean_an
     assert "50.0 ± 14.1" in text and "sweeps/t.csv" in text
     sw.plot_fid_vs_time(sw.read_csvs([out]), tmp_path / "fig.png")
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_exports_merge_and_two_feature_spaces_are_never_averaged(tmp_path):
+    grid = sw.load_grid(write_grid(tmp_path, GRID), ROOT / "params.yaml")
+    out = tmp_path / "t.csv"
+    # an earlier export, from before the featurenet and machine columns, of another machine
+    old = sw.rows_of_runs(grid, [fake_run("t-b-s0", 50.0, 1), fake_run("t-b-s1", 60.0, 2)])
+    for r in old:
+        del r["featurenet"], r["machine"], r["timed"]
+    sw.write_csv(old, out)
+    # this machine's store holds seed 0 only, measured with another featurenet; then seed 0 again
+    here = [{**fake_run("t-b-s0", 30.0, 3), "featurenet": "ab" * 32}]
+    sw.merge_sweep_csv(out, sw.rows_of_runs(grid, here, "CPU X (2 CPUs)"))
+    again = [{**fake_run("t-b-s0", 20.0, 4), "featurenet": "ab" * 32}]
+    merged = sw.merge_sweep_csv(out, sw.rows_of_runs(grid, again, "CPU X (2 CPUs)"))
+    rows = sw.read_csvs([out])
+    assert len(rows) == len(merged) == 3
+    assert [(r["seed"], r["featurenet"], r["machine"], r["fid_classifier"]) for r in rows] == [
+        ("0", "unrecorded", "unrecorded", "50.0"), ("1", "unrecorded", "unrecorded", "60.0"),
+        ("0", "abababababab", "CPU X (2 CPUs)", "20.0")]
+    table = sw.summary_table(rows)
+    assert "| t | b | 0 | abababab | 20.0 |" in table
+    assert "| t | b | 0, 1 | unrecorded | 55.0 ± 7.1 |" in table
+    assert sw.this_machine().endswith("CPUs)")
 
 
 def test_export_follows_a_candidates_own_seeds(tmp_path):
@@ -139,8 +163,8 @@ def test_an_untimed_run_keeps_its_metrics_but_not_its_time(tmp_path):
     out = tmp_path / "t.csv"
     sw.write_csv(rows, out)
     table = sw.summary_table(sw.read_csvs([out]))
-    assert "| t | bg | 0 | 40.0 | 50.0 | 0.1000 | 0.050 | – | – |" in table
-    assert "| t | a | 0, 1 | 40.0 ± 14.1 | 50.0 ± 14.1 | 0.1000 ± 0.0000 | 0.050 ± 0.000 | 10.0 | 11.0 |" in table
+    assert "| t | bg | 0 | unrecorded | 40.0 | 50.0 | 0.1000 | 0.050 | – | – |" in table
+    assert "| t | a | 0, 1 | unrecorded | 40.0 ± 14.1 | 50.0 ± 14.1 | 0.1000 ± 0.0000 | 0.050 ± 0.000 | 10.0 | 11.0 |" in table
 
 
 def test_frontier_rows_replace_the_same_run_and_budget(tmp_path):
