@@ -382,7 +382,9 @@ def figures(model_path: str, images: tuple[str, ...], shards: str | None, out: s
 
 from alae.edit.cli import COMMANDS as EDIT_COMMANDS  # noqa: E402  (directions, edit, project)
 
-for command in EDIT_COMMANDS:
+from alae.edit.explore import COMMANDS as EXPLORE_COMMANDS  # noqa: E402  (explore: its page)
+
+for command in EDIT_COMMANDS + EXPLORE_COMMANDS:
     main.add_command(command)
 
 if __name__ == "__main__":
