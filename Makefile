@@ -25,11 +25,13 @@ dataset:
 	  fi; \
 	fi
 
-# What the browser and team-mode tests run against: Debian's Chromium and PostgreSQL. `make test`
-# installs them (as root; otherwise it says what to run), so it runs the same tests as CI.
+# What the browser and team-mode tests run against: Debian's Chromium (and its chromedriver, which
+# Selenium drives the explorer's page through) and PostgreSQL. `make test` installs them (as root;
+# otherwise it says what to run), so it runs the same tests as CI.
 test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
