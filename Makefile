@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,team]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,team,explore]'
 	touch $@
 
 dataset:
@@ -25,11 +25,13 @@ dataset:
 	  fi; \
 	fi
 
-# What the browser and team-mode tests run against: Debian's Chromium and PostgreSQL. `make test`
-# installs them (as root; otherwise it says what to run), so it runs the same tests as CI.
+# What the browser and team-mode tests run against: Debian's Chromium (and its chromedriver, which
+# Selenium drives the explorer's page through) and PostgreSQL. `make test` installs them (as root;
+# otherwise it says what to run), so it runs the same tests as CI.
 test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

@@ -392,7 +392,9 @@ from alae.edit.cli import COMMANDS as EDIT_COMMANDS  # noqa: E402  (directions, 
 # `alae metrics` lives in its own module, as the evaluate stage's protocol for any model file.
 from alae.metrics_command import metrics  # noqa: E402
 
-for command in [*EDIT_COMMANDS, metrics]:
+from alae.edit.explore import COMMANDS as EXPLORE_COMMANDS  # noqa: E402  (explore: its page)
+
+for command in [*EDIT_COMMANDS, *EXPLORE_COMMANDS, metrics]:
     main.add_command(command)
 
 if __name__ == "__main__":

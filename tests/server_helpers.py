@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# no name resolves: a page that needs the network (a CDN) fails as it would offline
-OFFLINE = ("--host-resolver-rules=MAP * ~NOTFOUND", "--disable-quic")
+# no name resolves: a page that needs the network (a CDN) fails as it would offline. The rule
+# would catch the address 127.0.0.1 too (Chromium 156), so a local server stays reachable.
+OFFLINE = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--disable-quic")
 
 
 def free_port() -> int:
@@ -24,12 +25,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    """Poll `url/health`; fail the test with the server's log if it exits or is not up in time."""
+def wait_until_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float,
+                       path: str = "/health") -> None:
+    """Poll `url` + `path`; fail the test with the server's log if it exits or is not up in time."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            urllib.request.urlopen(url + "/health", timeout=2).close()
+            urllib.request.urlopen(url + path, timeout=2).close()
             return
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
