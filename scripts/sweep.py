@@ -173,24 +173,27 @@ def frontier(experiment: str, marks: str, csv_path: str, params_path: str, featu
     device = resolve_device(cfg.device, "evaluate.device")
     extractor = load_extractor(cfg.features, featurenet, device)
     distance = load_distance(cfg.ppl_distance, extractor, device)
-    rows = []
+    chosen = {}   # every mark's checkpoint found before any is evaluated
     for mark in (float(m) for m in marks.split(",")):
         seen = [n for n in kept if n >= mark * 1000]
         if not seen:
             raise UserError(f"{folder}: no kept checkpoint at or after {mark:g} kimg "
                             f"(kept: {', '.join(f'{n / 1000:g}' for n in kept) or 'none'})")
-        path = kept[min(seen)]
+        chosen[mark] = min(seen)
+    rows = []
+    for mark, images in chosen.items():
+        path = kept[images]
         model, _, _ = load_model(path, device)
         reference = load_reference(refstats, extractor, shards, int(model.resolution))
         metrics = evaluate_model(model, extractor, shards, cfg, reference=reference,
                                  ppl_distance=distance)
         seconds = load_checkpoint(path)["training"]["seconds"]
         rows.append({"experiment": experiment, "run_key": key, "kimg": f"{mark:g}",
-                     "images_seen": min(seen), "train_seconds": seconds,
+                     "images_seen": images, "train_seconds": seconds,
                      "featurenet": provenance(extractor).get("featurenet_sha256", cfg.features)[:12],
                      "machine": sw.this_machine(),
                      **metrics})
-        click.echo(f"{experiment} at {min(seen)} images: " + json.dumps(
+        click.echo(f"{experiment} at {images} images: " + json.dumps(
             {k: round(v, 4) for k, v in metrics.items()}))
     sw.merge_frontier_csv(csv_path, rows)
     sw.write_readme_table(ROOT / "README.md", sw.frontier_table(sw.read_csvs([csv_path])),
