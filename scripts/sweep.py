@@ -124,8 +124,10 @@ def featurenets_of_runs() -> dict[str, str]:
 @click.option("--figure", default=str(ROOT / "sweeps" / "fid_vs_time.png"), show_default=True)
 @exits_cleanly
 def report(csvs: tuple[str, ...], readme: str, figure: str) -> None:
-    """The README's sweep table and the FID-vs-time figure from CSVS (default: sweeps/*.csv)."""
-    paths = list(csvs) or sorted(str(p) for p in (ROOT / "sweeps").glob("*.csv"))
+    """The README's sweep table and the FID-vs-time figure from CSVS (default: the exports,
+    sweeps/*.csv but the frontier's)."""
+    paths = list(csvs) or sorted(str(p) for p in (ROOT / "sweeps").glob("*.csv")
+                                 if p.name != "frontier.csv")
     rows = sw.read_csvs(paths)
     sw.write_readme_table(readme, sw.summary_table(rows),
                           [str(Path(p).resolve().relative_to(ROOT)) for p in paths])
