@@ -315,12 +315,13 @@ def plot_fid_vs_time(rows: list[dict[str, Any]], out: str | Path) -> None:
     for r in rows:
         t, fid = _num(r.get("train_seconds")), _num(r.get("fid_classifier"))
         if t is not None and fid is not None and _timed(r):
-            space = (r.get("featurenet") or UNRECORDED)[:8]
+            space = r.get("featurenet") or UNRECORDED
+            space = space if space == UNRECORDED else f"featurenet {space[:8]}"
             groups.setdefault(f"{r['sweep']}/{r['candidate']} ({space})", []).append((t / 60, fid))
     for label, points in sorted(groups.items()):
         xs, ys = zip(*points)
         ax.scatter(xs, ys, label=label, s=28)
-    ax.set_xlabel("training wall time (min, this machine)")
+    ax.set_xlabel("training wall time (min, on the machine each run was exported from)")
     ax.set_ylabel("fid_classifier (featurenet space; lower is better)")
     ax.set_title("Quality against training time, one point per run")
     ax.grid(alpha=0.3)
