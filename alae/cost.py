@@ -19,21 +19,22 @@ from alae.train.schedule import Schedule
 from alae.train.steps import Optimizers, discriminator_step, generator_step, latent_step
 
 
-class _CountFlops(TorchDispatchMode):
-    """Adds up torch's FLOP formulas (matmuls, convolutions and their gradients) of every op run
-    inside it. torch's FlopCounterMode cannot be used here: its per-module tracker fails on the
-    meta device inside `torch.no_grad` (D's step decodes its fakes without a graph)."""
+class FlopCount(TorchDispatchMode):
+    """Adds up torch's FLOP formulas (matmuls, convolutions and their gradients, double backward
+    included) of every op run inside it, in `flops`. torch's FlopCounterMode cannot be used on the
+    meta device: its per-module tracker fails inside `torch.no_grad` (D's step decodes its fakes
+    without a graph). `make bench` counts with it too."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.total = 0
+        self.flops = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         count = flop_registry.get(func._overloadpacket)
         if count is not None:
-            self.total += count(*args, **kwargs, out_val=out)
+            self.flops += count(*args, **kwargs, out_val=out)
         return out
 
 
@@ -64,17 +65,17 @@ def level_flops(params: Params, device: str = "meta") -> list[float]:
         model.set_level(level)
         size = model.level_resolution(lod)
         real = torch.empty(1, p.data.channels, size, size, device=meta)
-        with _CountFlops() as d:
+        with FlopCount() as d:
             discriminator_step(model, opt, real, 0.0, level)
-        with _CountFlops() as g:
+        with FlopCount() as g:
             generator_step(model, opt, 1, meta, level)
             latent_step(model, opt, 1, meta, level)
         r1 = 0.0
         if p.train.r1_gamma > 0:
-            with _CountFlops() as d_r1:
+            with FlopCount() as d_r1:
                 discriminator_step(model, opt, real, 1.0, level)
-            r1 = (d_r1.total - d.total) / p.train.r1_interval
-        flops.append(d.total + g.total + r1)
+            r1 = (d_r1.flops - d.flops) / p.train.r1_interval
+        flops.append(d.flops + g.flops + r1)
     return flops
 
 

@@ -41,14 +41,13 @@ from typing import Iterator, Optional
 
 import click
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from alae.presets import merged_preset  # noqa: E402
 from alae.config import DataConfig, Params, load_params  # noqa: E402
+from alae.cost import FlopCount, matmul_rate  # noqa: E402
 from alae.data import train_batches, write_shards  # noqa: E402
 from alae.io import write_json  # noqa: E402
 from alae.nn import Level, build_model  # noqa: E402
@@ -82,31 +81,9 @@ def has_bf16_units() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-class FlopCount(TorchDispatchMode):
-    """FLOPs of the matrix and convolution ops run inside it (forward, backward, double backward)."""
-
-    def __init__(self):
-        super().__init__()
-        self.flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        count = flop_registry.get(func._overloadpacket)
-        if count is not None:
-            self.flops += count(*args, **kwargs, out_val=out)
-        return out
-
-
 def matmul_gflops(threads: int, seconds: float = 1.0) -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     with num_threads(threads):
-        a @ b
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            a @ b
-            n += 1
-        return 2 * 2048 ** 3 * n / (time.perf_counter() - start) / 1e9
+        return matmul_rate(seconds, size=2048) / 1e9
 
 
 @contextlib.contextmanager

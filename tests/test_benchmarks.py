@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from alae.config import parse_params
-from benchmarks.__main__ import FlopCount, level_speeds
+from alae.cost import FlopCount
+from benchmarks.__main__ import level_speeds
 
 TINY = {"data": {"resolution": 8},
         "model": {"kind": "style", "latent": 8, "mapping_layers": 2, "start_channels": 4,

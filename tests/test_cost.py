@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from alae.config import parse_params
-from alae.cost import _CountFlops, level_flops, training_flops
+from alae.cost import FlopCount, level_flops, training_flops
 from alae.presets import preset_params
 
 TINY = {"data": {"resolution": 16, "channels": 1},
@@ -17,10 +17,10 @@ TINY = {"data": {"resolution": 16, "channels": 1},
 
 
 def test_counts_torchs_formula_for_a_matmul():
-    with _CountFlops() as counter:
+    with FlopCount() as counter:
         torch.nn.functional.linear(torch.ones(3, 5), torch.ones(7, 5))
         torch.ones(4).relu()   # no FLOP formula: not counted
-    assert counter.total == 2 * 3 * 5 * 7
+    assert counter.flops == 2 * 3 * 5 * 7
 
 
 def test_meta_count_is_the_count_of_a_real_step():
