@@ -18,7 +18,7 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import yaml
 
@@ -167,22 +167,28 @@ def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
         out.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
 
 
+def _merge_csv(path: Path, rows: list[dict[str, Any]], key: Callable[[dict], tuple],
+               defaults: Optional[dict[str, str]] = None) -> list[dict[str, Any]]:
+    """The CSV's rows (empty columns filled from `defaults`) whose `key` no new row has, then
+    `rows`: what an export or a frontier writes."""
+    new = {key(r) for r in rows}
+    old = []
+    if path.exists():
+        for r in read_csvs([path]):
+            r.pop("sweep")
+            r.update({k: v for k, v in (defaults or {}).items() if not r.get(k)})
+            if key(r) not in new:
+                old.append(r)
+    return old + rows
+
+
 def merge_sweep_csv(path: str | Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`rows` into the CSV at `path`: a row replaces the row of the same experiment in the same
     feature space; every other row stays (the MLflow store of another machine or session is not
     here to export it again). Rows of CSVs written before the `featurenet` and `machine` columns
     say `unrecorded`. Returns the rows written."""
-    path = Path(path)
-    new = {(r["experiment"], r["featurenet"]) for r in rows}
-    old = []
-    if path.exists():
-        for r in read_csvs([path]):
-            r.pop("sweep")
-            r["featurenet"] = r.get("featurenet") or UNRECORDED
-            r["machine"] = r.get("machine") or UNRECORDED
-            if (r["experiment"], r["featurenet"]) not in new:
-                old.append(r)
-    merged = old + rows
+    merged = _merge_csv(Path(path), rows, lambda r: (r["experiment"], r["featurenet"]),
+                        {"featurenet": UNRECORDED, "machine": UNRECORDED})
     write_csv(merged, path)
     return merged
 
@@ -271,14 +277,8 @@ def write_readme_table(readme: str | Path, table: str, sources: list[str],
 def merge_frontier_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """`rows` into the CSV at `path`, replacing rows of the same experiment and mark; sorted by
     experiment and budget."""
-    path = Path(path)
-    new = {(r["experiment"], str(r["kimg"])) for r in rows}
-    old = []
-    if path.exists():
-        old = [r for r in read_csvs([path]) if (r["experiment"], r["kimg"]) not in new]
-        for r in old:
-            r.pop("sweep")
-    write_csv(sorted(old + rows, key=lambda r: (r["experiment"], float(r["kimg"]))), path)
+    merged = _merge_csv(Path(path), rows, lambda r: (r["experiment"], str(r["kimg"])))
+    write_csv(sorted(merged, key=lambda r: (r["experiment"], float(r["kimg"]))), path)
 
 
 def frontier_table(rows: list[dict[str, Any]]) -> str:
