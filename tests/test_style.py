@@ -83,6 +83,43 @@ def test_partly_grown_model_works_at_full_resolution(model):
     assert torch.equal(model.encode(big), model.encode(F.avg_pool2d(big, 4), Level(1)))
 
 
+def test_networks_take_the_level_explicitly_and_never_read_the_recorded_one(model):
+    """G and E work at the level they are given; the buffers only store what training reached
+    (the ALAE wrapper reads them when a caller gives no level)."""
+    w = model.mapping(torch.randn(2, 16))
+    x8 = torch.randn(2, 3, 8, 8)
+    model.set_level(Level(1, 0.4))
+    g, e = model.synthesis(w, 1, 0.4, noise=False), model.encoder(x8, 1, 0.4)
+    model.set_level(Level(3))
+    assert torch.equal(model.synthesis(w, 1, 0.4, noise=False), g)
+    assert torch.equal(model.encoder(x8, 1, 0.4), e)
+    with pytest.raises(TypeError):
+        model.synthesis(w)  # no hidden default level
+    model.set_level(Level(1, 0.4))
+    level = model.recorded_level()
+    assert level.lod == 1 and level.alpha == pytest.approx(0.4)  # a float32 buffer
+    assert torch.equal(model.decode(w, noise=False), F.interpolate(g, scale_factor=4))
+
+
+def test_training_noise_is_the_ranks_slice_and_the_layers_know_no_ranks(model):
+    """One process: the training step's noise source draws what a plain torch.randn draws
+    (the same stream as before the source existed); the layers import nothing distributed."""
+    import ast
+    from pathlib import Path
+
+    from alae.train.steps import RANK_NOISE
+
+    w = model.mapping(torch.randn(2, 16))
+    torch.manual_seed(5)
+    a = model.decode(w, Level(2), RANK_NOISE)
+    torch.manual_seed(5)
+    assert torch.equal(a, model.decode(w, Level(2)))
+    for path in (Path(__file__).parents[1] / "alae" / "nn").glob("*.py"):
+        imported = {n.module for n in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(n, ast.ImportFrom)}
+        assert "alae.distributed" not in imported, path
+
+
 def test_style_mixing_uses_w1_below_the_crossover_and_w2_from_it():
     w1, w2 = torch.zeros(3, 5), torch.ones(3, 5)
     mixed = crossover_styles(w1, w2, crossover=3, num_styles=8)

@@ -7,8 +7,9 @@ level of detail, so a `Level` is accepted and ignored there.
 
 The level of detail travels one way: a `Level` (the schedule's `Phase.level`). Training passes
 it explicitly and works at the level's own resolution; `train_step` also records it in the
-model's `lod`/`alpha` buffers (the EMA copies them, the checkpoint stores them). Called without
-a level, the networks use the recorded one at the final resolution: what users of a model want.
+model's `lod`/`alpha` buffers (the EMA copies them, the checkpoint stores them). G and E always
+take an explicit level; called without one, this module's methods use the recorded level at the
+final resolution: what users of a model want.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from torch import nn
 from alae.config import ModelConfig
 from alae.nn.layers import EqualConv2d, Noise
 from alae.nn.mlp import EncoderMLP, GeneratorMLP, MappingD, MappingF
-from alae.nn.style import StyleEncoder, StyleSynthesis
+from alae.nn.style import StyleEncoder, StyleSynthesis, downsample, upsample
 
 W_AVG_BETA = 0.995  # running average of w for the truncation trick (reference `dlatent_avg_beta`)
 
@@ -57,6 +58,12 @@ class ALAE(nn.Module):
         """The level training has reached (the last one for an MLP or a fully grown model)."""
         return int(self.synthesis.lod) if self.progressive else 0
 
+    def recorded_level(self) -> Level:
+        """The level (and blend) training has reached, as `set_level` recorded it."""
+        if not self.progressive:
+            return Level(0)
+        return Level(int(self.synthesis.lod), float(self.synthesis.alpha))
+
     @torch.no_grad()
     def set_level(self, level: Level) -> None:
         """Record the level training has reached: calls without a level then use it."""
@@ -91,17 +98,24 @@ class ALAE(nn.Module):
         return self.decode(w, level, noise)
 
     def encode(self, x: torch.Tensor, level: Optional[Level] = None) -> torch.Tensor:
-        if self.progressive and level is not None:
-            return self.encoder(x, level.lod, level.alpha)
-        return self.encoder(x)
+        """E(x); without a level, x at the final resolution is pooled to the recorded one."""
+        if not self.progressive:
+            return self.encoder(x)
+        if level is None:
+            level = self.recorded_level()
+            x = downsample(x, x.shape[-1] // self.level_resolution(level.lod))
+        return self.encoder(x, level.lod, level.alpha)
 
     def decode(self, w: torch.Tensor, level: Optional[Level] = None,
                noise: Noise = True) -> torch.Tensor:
+        """G(w); without a level, the recorded one upsampled to the final resolution."""
         if not self.progressive:
             return self.synthesis(w)
-        if level is None:
-            return self.synthesis(w, noise=noise)
-        return self.synthesis(w, level.lod, level.alpha, noise=noise)
+        if level is not None:
+            return self.synthesis(w, level.lod, level.alpha, noise=noise)
+        level = self.recorded_level()
+        image = self.synthesis(w, level.lod, level.alpha, noise=noise)
+        return upsample(image, self.resolution // image.shape[-1])
 
     def reconstruct(self, x: torch.Tensor, noise: Noise = True) -> torch.Tensor:
         return self.decode(self.encode(x), noise=noise)

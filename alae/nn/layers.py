@@ -7,13 +7,18 @@ down (F and D use 0.1) without a custom optimizer.
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import Protocol, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alae.distributed import global_randn
+
+class NoiseSource(Protocol):
+    """Anything that draws G's noise planes of a shape (N, 1, H, W): `ImageNoise` (per-image
+    seeds, metrics) or the training step's rank-aware draw (`alae.train.steps`)."""
+
+    def draw(self, shape: Sequence[int], device=None, dtype=None) -> torch.Tensor: ...
 
 
 class ImageNoise:
@@ -36,11 +41,11 @@ class ImageNoise:
         return n.to(device=device, dtype=dtype)
 
 
-# G's per-pixel noise: True draws it from the global RNG (training: this rank's slice of the
-# global batch's draw), a generator draws it from that generator alone (samples watched during
-# training, which must not move the training's stream), an ImageNoise image by image from
-# per-image seeds (metrics), False adds none.
-Noise = Union[bool, torch.Generator, ImageNoise]
+# G's per-pixel noise: True draws it from the global RNG, a generator draws it from that
+# generator alone (samples watched during training, which must not move the training's stream),
+# a NoiseSource as it says (ImageNoise: image by image from per-image seeds, for metrics; the
+# training step's source: this rank's slice of the global batch's draw), False adds none.
+Noise = Union[bool, torch.Generator, NoiseSource]
 
 
 class EqualLinear(nn.Module):
@@ -164,10 +169,9 @@ def pixel_noise(x: torch.Tensor, noise: Noise) -> torch.Tensor:
     shape = (x.shape[0], 1, x.shape[2], x.shape[3])
     if isinstance(noise, torch.Generator):
         return torch.randn(shape, generator=noise, device=x.device, dtype=x.dtype)
-    if isinstance(noise, ImageNoise):
-        return noise.draw(shape, x.device, x.dtype)
-    # this rank's slice of the global batch's noise (one process: the whole draw)
-    return global_randn(*shape, device=x.device, dtype=x.dtype)
+    if noise is True:
+        return torch.randn(shape, device=x.device, dtype=x.dtype)
+    return noise.draw(shape, x.device, x.dtype)
 
 
 def instance_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -1,17 +1,17 @@
 """StyleALAE's generator G and encoder E with progressive growing (ALAE sec. 4, fig. 3;
 StyleGAN sec. 2; reference `net.py`: `DecodeBlock`, `EncodeBlock`, `ToRGB`, `FromRGB`).
 
-Levels of detail: level `lod` works at 4 * 2**lod pixels; level 0 is 4x4. Both networks take
-an explicit `(lod, alpha)` while training. While level `lod` blends in (alpha < 1):
+Levels of detail: level `lod` works at 4 * 2**lod pixels; level 0 is 4x4. Both networks always
+take an explicit `(lod, alpha)` and work at that level's resolution. While level `lod` blends
+in (alpha < 1):
 - G lerps the upsampled to-RGB output of level lod-1 with the new level's to-RGB output;
 - E scales the newest block's w contributions by alpha and lerps its features with the
   from-RGB features of the 2x average-pooled input.
 At alpha = 0 both are exactly the previous level's networks.
 
-Called without `lod`, they use the level reached by training (buffers `lod` and `alpha`, which
-`train_step` records and the checkpoint stores) and work at the final resolution: G upsamples
-its output and E average-pools its input as needed, so a partly grown model still maps
-full-size images.
+Their `lod` and `alpha` buffers only store the level training has reached (`train_step`
+records it, the checkpoint keeps it); the networks never read them. `alae.nn.alae.ALAE` does,
+when a caller gives no level: it runs that level and resizes to the final resolution.
 """
 from __future__ import annotations
 
@@ -108,11 +108,9 @@ class StyleSynthesis(nn.Module):
                              f"(N, {self.num_styles}, latent)")
         return w
 
-    def forward(self, w: torch.Tensor, lod: Optional[int] = None, alpha: Optional[float] = None,
+    def forward(self, w: torch.Tensor, lod: int, alpha: float = 1.0,
                 noise: Noise = True) -> torch.Tensor:
-        full = lod is None
-        lod = int(self.lod) if lod is None else lod
-        alpha = float(self.alpha) if alpha is None else float(alpha)
+        """Images at level `lod`'s resolution (4 * 2**lod)."""
         blend = lod > 0 and alpha < 1.0
         styles = self.broadcast(w)
         x, previous = None, None
@@ -123,8 +121,6 @@ class StyleSynthesis(nn.Module):
         image = self.to_rgb[lod](x)
         if blend:
             image = torch.lerp(previous, image, alpha)
-        if full:
-            image = upsample(image, self.resolution // image.shape[-1])
         return image
 
 
@@ -178,12 +174,8 @@ class StyleEncoder(nn.Module):
         self.register_buffer("lod", torch.tensor(self.levels - 1))
         self.register_buffer("alpha", torch.tensor(1.0))
 
-    def forward(self, x: torch.Tensor, lod: Optional[int] = None,
-                alpha: Optional[float] = None) -> torch.Tensor:
-        if lod is None:
-            lod = int(self.lod)
-            x = downsample(x, x.shape[-1] // (4 * 2 ** lod))
-        alpha = float(self.alpha) if alpha is None else float(alpha)
+    def forward(self, x: torch.Tensor, lod: int, alpha: float = 1.0) -> torch.Tensor:
+        """w of images at level `lod`'s resolution (4 * 2**lod)."""
         h, w = self.blocks[lod](self._from_rgb(lod, x))
         if lod > 0 and alpha < 1.0:
             w = w * alpha

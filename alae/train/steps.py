@@ -13,6 +13,7 @@ target is one w. Every w drawn in training feeds the running average used for tr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -47,6 +48,18 @@ def _requires_grad(modules: list[nn.Module], flag: bool) -> None:
 
 def _global_z(model: ALAE, n: int, device: torch.device) -> torch.Tensor:
     return global_randn(n, model.latent, device=device)  # this rank's slice of the global batch
+
+
+class RankNoise:
+    """G's per-pixel noise in training: this rank's slice of one draw for the global batch, so
+    N processes together draw what one process would (one process: a plain `torch.randn`).
+    The networks know nothing of data parallelism; the step hands them this source."""
+
+    def draw(self, shape: Sequence[int], device=None, dtype=None) -> torch.Tensor:
+        return global_randn(*shape, device=device, dtype=dtype)
+
+
+RANK_NOISE = RankNoise()
 
 
 def _track_w(model: ALAE, w: torch.Tensor) -> None:
@@ -95,7 +108,8 @@ def discriminator_step(model: ALAE, opt: Optimizers, real: torch.Tensor, r1_gamm
     """`r1_gamma` 0 skips the penalty for this step (lazy R1: the loop passes gamma * interval
     on every interval-th step and 0 in between)."""
     with torch.no_grad(), precision.autocast():
-        fake = model.decode(sample_w(model, real.shape[0], real.device, level.lod, mixing), level)
+        fake = model.decode(sample_w(model, real.shape[0], real.device, level.lod, mixing), level,
+                            RANK_NOISE)
     real = real.detach().requires_grad_(r1_gamma > 0)
     with precision.autocast(enabled=r1_gamma == 0):  # R1's double backward stays in fp32
         real_logits = model.score(real, level)
@@ -117,7 +131,8 @@ def generator_step(model: ALAE, opt: Optimizers, batch: int, device: torch.devic
     _requires_grad([model.encoder, model.discriminator], False)
     try:
         with precision.autocast():
-            fake = model.decode(sample_w(model, batch, device, level.lod, mixing), level)
+            fake = model.decode(sample_w(model, batch, device, level.lod, mixing), level,
+                                RANK_NOISE)
             logits = model.score(fake, level)
         loss = losses.generator_loss(logits.float())
         opt.fg.zero_grad(set_to_none=True)
@@ -137,7 +152,7 @@ def latent_step(model: ALAE, opt: Optimizers, batch: int, device: torch.device,
     once more per batch, which makes D's real steps about sqrt(1 + beta2) ~ 1.4x larger."""
     with precision.autocast():
         w = sample_w(model, batch, device, level.lod)  # one w, not mixed: it is the target
-        w_rec = model.encode(model.decode(w, level), level)
+        w_rec = model.encode(model.decode(w, level, RANK_NOISE), level)
     loss = losses.latent_loss(w_rec.float(), w.float())
     opt.ed.zero_grad(set_to_none=True)
     opt.fg.zero_grad(set_to_none=True)
