@@ -139,7 +139,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    kimg: float = 180.0          # training length in thousands of real images shown
+    kimg: float = 240.0          # training length in thousands of real images shown
     batch_size: IntTable = 64    # global batch per level (4x4 first; last entry repeats)
     lr_multiplier: FloatTable = 1.0  # per level, times the top-level lr (same table rule)
     transition_kimg: float = 15.0    # style: each level above 4x4 blends in over this...
