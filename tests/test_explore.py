@@ -93,6 +93,26 @@ def test_an_edit_is_alae_edits_column_and_zero_is_the_reconstruction(files, styl
     assert np.abs(pixels(both) - as_shown(strip[:, 0])).max() <= 1
 
 
+def test_an_a_to_b_edit_is_alae_edits_a_to_b_column(files, style):
+    x, _ = style.take(images(files, 1)[0])
+    d = style.directions
+    a, b = d.names[0], d.names[2]
+    name, v, std = d.resolve(f"{a}->{b}")
+    assert name == f"{a}->{b}"
+    edited = style.edit(x, [0, 0, 0], "all", (a, b, -2.0))
+    strip = edit_images(style.model, torch.from_numpy(x)[None], v, std, np.array([-2.0]),
+                        edit_slots(style.model, "all"))
+    assert np.abs(pixels(edited) - as_shown(strip[:, 0])).max() <= 1
+    assert np.abs(pixels(edited) - pixels(style.reconstruct(x))).max() > 8
+    # at strength 0 the pair adds nothing, whatever it names
+    assert np.array_equal(pixels(style.edit(x, [0, 1.0, 0], "all", (a, a, 0.0))),
+                          pixels(style.edit(x, [0, 1.0, 0], "all")))
+    with pytest.raises(UserError, match="same direction"):
+        style.edit(x, [0, 0, 0], "all", (a, a, 1.0))
+    with pytest.raises(UserError, match="strengths are -3..3 std"):
+        style.edit(x, [0, 0, 0], "all", (a, b, 3.5))
+
+
 def test_mixing_copies_the_second_images_styles_into_the_block(files, style):
     a, _ = style.take(images(files, 2)[0])
     b, _ = style.take(images(files, 2)[1])

@@ -129,6 +129,11 @@ def test_upload_reconstruct_and_edit_with_a_slider_offline(page, browser, files,
                   "the edited image did not change with the slider") and src(browser, "edited")
     assert np.abs(fetched(moved) - fetched(recon)).max() > 8
     assert src(browser, "reconstruction") == recon   # a slider leaves the reconstruction be
+    # the A -> B slider (first direction to second) adds its own step
+    browser.find_element(By.CSS_SELECTOR, "#direction-pair input[type=range]").send_keys(Keys.HOME)
+    paired = until(browser, lambda d: src(d, "edited") not in (None, moved),
+                   "the edited image did not change with the A -> B slider") and src(browser, "edited")
+    assert np.abs(fetched(paired) - fetched(moved)).max() > 8
 
     # a test image picked from the gallery: its own reconstruction, and the slider's edit
     browser.find_elements(By.CSS_SELECTOR, "#gallery-a img")[1].click()

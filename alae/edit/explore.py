@@ -36,11 +36,18 @@ def build_page(ex, gallery: list[np.ndarray], title: str):
     from alae.edit.explorer import SLIDER_STEP, shown
     from alae.edit.strips import LAYERS, MAX_STRENGTH
 
+    n = len(ex.names)
+
+    def edit_settings(settings) -> tuple:
+        """(strengths, layers, A->B pair) of the edit controls' values, in `edit_in`'s order."""
+        return settings[:n], settings[n + 3], (settings[n], settings[n + 1], settings[n + 2])
+
     def picked(x: Optional[np.ndarray], note: str, *settings):
         """A new image A: shown as taken, reconstructed, edited and mixed."""
-        strengths, layers, b, block = settings[:-3], settings[-3], settings[-2], settings[-1]
+        b, block = settings[-2], settings[-1]
+        strengths, layers, pair = edit_settings(settings[:-2])
         recon = ex.reconstruct(x)
-        edited = ex.edit(x, strengths, layers) if ex.names else None
+        edited = ex.edit(x, strengths, layers, pair) if ex.names else None
         mixed = ex.mix(x, b, block) if b is not None and ex.blocks else None
         return (x, shown(torch.as_tensor(x)[None]), recon, edited, mixed,
                 f"Image A{': ' + note if note else ''}")
@@ -69,7 +76,8 @@ def build_page(ex, gallery: list[np.ndarray], title: str):
     def edit(x, *settings):
         if x is None:
             raise UserError("pick or upload an image first")
-        return ex.edit(x, settings[:-1], settings[-1]), "Edited"
+        strengths, layers, pair = edit_settings(settings)
+        return ex.edit(x, strengths, layers, pair), "Edited"
 
     def mix(x, b, block):
         if x is None or b is None:
@@ -118,6 +126,13 @@ def build_page(ex, gallery: list[np.ndarray], title: str):
                 sliders = [gr.Slider(-MAX_STRENGTH, MAX_STRENGTH, value=0.0, step=SLIDER_STEP,
                                      label=f"{name} (std)", elem_id=f"direction-{i}")
                            for i, name in enumerate(ex.names)]
+                with gr.Row(visible=n >= 2):  # A->B: the unit difference of two directions
+                    pair_from = gr.Dropdown(ex.names, value=ex.names[0] if n else None,
+                                            label="from A", elem_id="pair-from")
+                    pair_to = gr.Dropdown(ex.names, value=ex.names[min(1, n - 1)] if n else None,
+                                          label="to B", elem_id="pair-to")
+                    pair = gr.Slider(-MAX_STRENGTH, MAX_STRENGTH, value=0.0, step=SLIDER_STEP,
+                                     label="A -> B (std)", elem_id="direction-pair")
                 if not sliders:
                     gr.Markdown("No directions loaded (start with `--directions FILE`).")
             with gr.Column(scale=2, visible=bool(ex.blocks)):
@@ -136,12 +151,13 @@ def build_page(ex, gallery: list[np.ndarray], title: str):
                 go = gr.Button("Sample", elem_id="sample-button")
                 sampled = picture("G(F(z))", elem_id="sample")
 
-        settings = [*sliders, layers, x_b, block]
+        edit_in = [*sliders, pair_from, pair_to, pair, layers]
+        settings = [*edit_in, x_b, block]
         a_out = [x_a, shown_a, recon, edited, mixed, status]
         file_a.upload(guarded(upload_a, 6), [file_a, *settings], a_out)
         pick_gallery.select(guarded(pick_a, 6), settings, a_out)
-        for control in (*sliders, layers):
-            control.change(guarded(edit, 2), [x_a, *sliders, layers], [edited, status],
+        for control in edit_in:
+            control.change(guarded(edit, 2), [x_a, *edit_in], [edited, status],
                            trigger_mode="always_last")
         b_out = [x_b, shown_b, mixed, status]
         file_b.upload(guarded(upload_b, 4), [file_b, x_a, block], b_out)

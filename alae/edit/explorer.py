@@ -77,17 +77,24 @@ class Explorer:
         return shown(self._decode(self.model.encode(self._batch(x))))
 
     @torch.no_grad()
-    def edit(self, x: np.ndarray, strengths: Sequence[float], layers: str) -> Image.Image:
-        """G of E(x) moved by strengths[i] standard deviations along direction i, on the style
-        slots of `layers` (the edit strips' convention, alae/edit/strips.py)."""
+    def edit(self, x: np.ndarray, strengths: Sequence[float], layers: str,
+             pair: Optional[tuple[str, str, float]] = None) -> Image.Image:
+        """G of E(x) moved by strengths[i] standard deviations along direction i, and by
+        pair = (A, B, s) s standard deviations along the A->B direction (the unit difference
+        of the two, as `alae edit --direction 'A->B'`), on the style slots of `layers` (the
+        edit strips' convention, alae/edit/strips.py)."""
         if self.directions is None:
             raise UserError("no directions loaded (start with --directions FILE)")
-        if any(abs(s) > MAX_STRENGTH for s in strengths):
+        pair_strength = pair[2] if pair is not None else 0.0
+        if any(abs(s) > MAX_STRENGTH for s in (*strengths, pair_strength)):
             raise UserError(f"strengths are -{MAX_STRENGTH:g}..{MAX_STRENGTH:g} std")
         w = self.model.encode(self._batch(x))
         step = np.zeros(self.model.latent)
         for s, v, std in zip(strengths, self.directions.vectors, self.directions.std):
             step += s * std * v
+        if pair_strength:
+            _, v, std = self.directions.resolve(f"{pair[0]}->{pair[1]}")
+            step += pair_strength * std * v
         step = torch.as_tensor(step, dtype=w.dtype, device=w.device)
         return shown(self._decode(moved_styles(self.model, w, step, edit_slots(self.model,
                                                                                layers))))
