@@ -144,6 +144,32 @@ def test_real_dvc_queues_the_grid_with_its_overrides(reproduced_repo, tmp_path):
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "lr" in out.stderr, out.stderr
 
 
+@pytest.mark.slow
+def test_an_experiment_equal_to_the_baseline_exports_under_its_name(reproduced_repo, tmp_path):
+    """An experiment with the baseline's params and code continues the baseline's MLflow run
+    (same run key). DVC cannot restore the train stage from its run cache (plots/train.csv is
+    not cached), so the stage runs, resumes the finished training at once, and names the run:
+    export finds it under the experiment's name."""
+    import mlflow
+
+    repo = copy_repo(reproduced_repo, tmp_path / "repo")
+    (repo / "scripts").mkdir()
+    (repo / "scripts/sweep.py").write_bytes((ROOT / "scripts/sweep.py").read_bytes())
+    seed = yaml.safe_load((repo / "params.yaml").read_text())["seed"]
+    grid = write_grid(tmp_path, {"name": "t", "seeds": [seed], "common": {},
+                                 "candidates": {"base": {}}})
+    run(["dvc", "exp", "run", "--temp", "--name", f"t-base-s{seed}"], repo)
+    csv_path = tmp_path / "t.csv"
+    run([sys.executable, "scripts/sweep.py", "export", str(grid), "--out", str(csv_path)], repo)
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("alae").experiment_id])
+    assert len(runs) == 1  # the baseline's run, continued
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [(r["experiment"], r["run_key"]) for r in rows] == [
+        (f"t-base-s{seed}", runs[0].data.tags["alae.run_key"])]
+    assert float(rows[0]["fid_classifier"]) == runs[0].data.metrics["fid_classifier"]
+
+
 def test_seeds_pick_from_each_candidates_own_seeds(tmp_path):
     grid = {**GRID, "candidates": {"a": {}, "final": {"seeds": [0, 1, 2]}}}
     grid = sw.load_grid(write_grid(tmp_path, grid), ROOT / "params.yaml")
