@@ -61,7 +61,7 @@ def reference_only(names: list[str], data: str, named: bool) -> list[str]:
 @click.option("--metrics", "names", default="default", show_default=True,
               help="comma-separated registered metrics, e.g. fid,kid,pr,rec_fid,ppl,probe "
                    "(ppl = ppl_full,ppl_end); default: the evaluate stage's; all: every one")
-@click.option("--data", default="data/shards", show_default=True,
+@click.option("--data", default="data/shards", show_default=True, metavar="SHARDS_OR_FOLDER",
               help="shard folder (the shard stage's) or folder of images (recursive; class "
                    "sub-folders are labels), read at the model's resolution as the test split")
 @click.option("--features", default=DEFAULTS.features, show_default=True,
