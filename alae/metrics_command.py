@@ -3,9 +3,15 @@ stylegan2-ada's `calc_metrics.py`. Each metric's result is printed and, with `--
 as one JSON line beside everything that fixes it (model file and its sha256, data and its
 digest, feature space and featurenet sha256, sample sizes, seed, the metric's own parameters,
 the metrics protocol version), so lines written months apart can be compared, or told apart.
+
+`--data` is a shard folder or a folder of images (alae/image_folder.py: written to temporary
+shards at the model's resolution and channels, every image in the test split). A folder has no
+train split, so the metrics that read one (the data floor, the probe) are left out of `default`
+and `all` with a note, and refused when named.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 from pathlib import Path
 
@@ -29,14 +35,35 @@ def metric_list(value: str) -> list[str]:
         raise UserError(f"--metrics {value}: {e}") from None
 
 
+def reference_only(names: list[str], data: str, named: bool) -> list[str]:
+    """`names` less the metrics that read the train split, which an image folder does not have
+    (it is all reference): left out with a note when they came from `default` or `all`, refused in
+    one line when `named` (asked for by name: the user expects a number)."""
+    from alae.metrics import PROBE, TRAIN, metric_uses
+
+    train = [n for n in names if metric_uses([n]) & {TRAIN, PROBE}]
+    if not train:
+        return names
+    listed = ", ".join(train)
+    why = (f"{'it reads' if len(train) == 1 else 'they read'} the train split"
+           f"{' (the probe: labelled train images)' if 'probe' in train else ''}, which an image "
+           f"folder ({data}) does not have (all its images are the test split): shard it with the "
+           "shard stage (data.source: folder) for both splits")
+    if named:
+        raise UserError(f"--metrics {listed}: {why}")
+    click.echo(f"metrics: left out {listed}: {why}", err=True)
+    return [n for n in names if n not in train]
+
+
 @click.command("metrics")
 @click.option("--model", "model_path", default="models/alae.pt", show_default=True,
               type=click.Path(dir_okay=False), help="model file (train stage or import-official)")
 @click.option("--metrics", "names", default="default", show_default=True,
               help="comma-separated registered metrics, e.g. fid,kid,pr,rec_fid,ppl,probe "
                    "(ppl = ppl_full,ppl_end); default: the evaluate stage's; all: every one")
-@click.option("--data", default="data/shards", show_default=True,
-              type=click.Path(file_okay=False), help="shard folder (the shard stage's)")
+@click.option("--data", default="data/shards", show_default=True, metavar="SHARDS_OR_FOLDER",
+              help="shard folder (the shard stage's) or folder of images (recursive; class "
+                   "sub-folders are labels), read at the model's resolution as the test split")
 @click.option("--features", default=DEFAULTS.features, show_default=True,
               type=click.Choice(["classifier", "inception"]), help="feature space")
 @click.option("--featurenet", default="models/featurenet.pt", show_default=True,
@@ -61,7 +88,12 @@ def metrics(model_path: str, names: str, data: str, features: str, featurenet: s
             num_images: int, seed: int, ppl_samples: int, ppl_distance: str, probe_train: int,
             batch_size: int, device: str, out: str | None) -> None:
     """Compute registered metrics of a model file on DATA's splits, as the evaluate stage does."""
-    names = metric_list(names)   # before anything loads
+    from alae.image_folder import IMAGES, ImageFolder, data_kind
+
+    requested, names = names, metric_list(names)   # before anything loads
+    kind = data_kind(data)
+    if kind == IMAGES:
+        names = reference_only(names, data, named=requested not in ("default", "all"))
     from alae.checkpoint import load_model
     from alae.devices import resolve_device
     from alae.io import append_jsonl, file_sha256
@@ -74,17 +106,28 @@ def metrics(model_path: str, names: str, data: str, features: str, featurenet: s
                          seed=seed, ppl_samples=ppl_samples, ppl_distance=ppl_distance,
                          probe_train=probe_train, device=device)
     where = resolve_device(device, "--device")
-    model, _, _ = load_model(model_path, where)
+    model, _, meta = load_model(model_path, where)
+    folder = None
+    if kind == IMAGES:   # read before the feature network loads: a folder without images stops
+        folder = ImageFolder(data, int(model.resolution), int(model.channels))
+        warning = folder.size_warning(meta.get("official_config"))
+        if warning:
+            click.echo(f"metrics: {warning}", err=True)
     extractor = load_extractor(features, featurenet, where)
     distance = None
     if PPL in metric_uses(names):
         distance = load_distance(ppl_distance, extractor if features == "classifier" else None,
                                  where)
-    common = {"model": str(model_path), "model_sha256": file_sha256(model_path),
-              "data": str(data), "dataset": dataset_digest(data),
-              **provenance(extractor, distance), "metrics_protocol": METRICS_PROTOCOL}
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    results = run_metrics(model, extractor, data, cfg, names, ppl_distance=distance)
+    with folder.as_shards() if folder else contextlib.nullcontext(data) as shards:
+        if folder:
+            for line in folder.skipped_lines("metrics"):
+                click.echo(line, err=True)
+        about_data = folder.provenance() if folder else {"dataset": dataset_digest(data)}
+        common = {"model": str(model_path), "model_sha256": file_sha256(model_path),
+                  "data": str(data), "data_kind": kind, **about_data,
+                  **provenance(extractor, distance), "metrics_protocol": METRICS_PROTOCOL}
+        results = run_metrics(model, extractor, shards, cfg, names, ppl_distance=distance)
     for r in results:
         click.echo(f"{r.metric}: " + (", ".join(f"{k}={v:.6g}" for k, v in r.values.items())
                                        or "skipped"))
