@@ -40,7 +40,8 @@ def test_pixel_norm_gives_unit_rms():
 
 
 def test_mlp_alae_shapes():
-    model = build_model(ModelConfig(latent=8, mapping_layers=2, hidden=32), channels=3, resolution=16)
+    model = build_model(ModelConfig(kind="mlp", latent=8, mapping_layers=2, hidden=32), channels=3,
+                        resolution=16)
     z = torch.randn(5, 8)
     w = model.mapping(z)
     x = model.synthesis(w)
