@@ -36,17 +36,15 @@ from alae.errors import UserError, exits_cleanly  # noqa: E402
 @exits_cleanly
 def main(model: str, shards: str, pick: int, mix_with: int, direction: str, strength: float,
          out: str) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     from alae.edit.directions import load_directions
-    from server_helpers import CHROMIUM, OFFLINE, free_port, wait_until_healthy
+    from server_helpers import (CHROMEDRIVER, CHROMIUM, chromium_driver, free_port,
+                                wait_until_healthy)
 
-    if CHROMIUM is None:
+    if CHROMIUM is None or CHROMEDRIVER is None:
         raise UserError("chromium is not installed (apt-get install chromium chromium-driver)")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -64,17 +62,10 @@ def main(model: str, shards: str, pick: int, mix_with: int, direction: str, stre
                                        "--port", str(port)], cwd=ROOT, stdout=log,
                                       stderr=subprocess.STDOUT)
             base = f"http://127.0.0.1:{port}"
-            options = Options()
-            options.binary_location = CHROMIUM
-            for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                        "--window-size=1400,1750", f"--user-data-dir={tmp / 'profile'}",
-                        *OFFLINE):
-                options.add_argument(arg)
             driver = None
             try:
                 wait_until_healthy(base, server, log_path, timeout=120, path="/gradio_api/info")
-                driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"),
-                                          options=options)
+                driver = chromium_driver(tmp / "profile", window="1400,1750")
 
                 def until(what, message):
                     return WebDriverWait(driver, 60, poll_frequency=0.2).until(

@@ -18,6 +18,27 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 OFFLINE = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--disable-quic")
 
 
+CHROMEDRIVER = shutil.which("chromedriver") or (
+    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+
+
+def chromium_driver(profile: Path, window: str = "1400,1300"):
+    """Selenium's headless Chromium through Debian's chromedriver (named, nothing downloads),
+    with no name resolving but 127.0.0.1 (OFFLINE). The caller quits it."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", f"--window-size={window}", f"--user-data-dir={profile}",
+                *OFFLINE):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
 def free_port() -> int:
     """A port nothing on 127.0.0.1 listens on right now."""
     with socket.socket() as s:

@@ -5,7 +5,6 @@ file that is no image is said on the page while the server goes on serving.
 Driven through Selenium with Debian's chromedriver named explicitly (nothing is downloaded);
 skips, saying why, where `chromium` or `chromium-driver` is missing (`make test` installs both)."""
 import io
-import shutil
 import subprocess
 import sys
 import time
@@ -16,11 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server_helpers import CHROMIUM, OFFLINE, free_port, keep_screenshot, wait_until_healthy
+from server_helpers import (CHROMEDRIVER, CHROMIUM, chromium_driver, free_port, keep_screenshot,
+                            wait_until_healthy)
 from test_edit import alae, files, images, ok  # noqa: F401  (files: a fixture)
-
-CHROMEDRIVER = shutil.which("chromedriver") or (
-    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
@@ -58,18 +55,7 @@ def page(files, tiny_shards, tmp_path_factory):
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--window-size=1400,1300", f"--user-data-dir={tmp_path / 'p'}",
-                *OFFLINE):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = chromium_driver(tmp_path / "p")
     try:
         yield driver
     finally:
