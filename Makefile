@@ -66,8 +66,8 @@ clean-runs: $(VENV)/.installed
 	$(VENV)/bin/python scripts/clean_runs.py
 
 ui: setup
-	@echo "Runs table: http://127.0.0.1:$(PORT)/#/experiments/<id>?workflowType=machine_learning" \
-		"(MLflow 3 opens experiments as GenAI traces; or pick 'Model training' top left once)"
+	@echo "Runs table: http://127.0.0.1:$(PORT)/#/experiments/<id>/runs?viewStateShareKey=alae-runs&workflowType=machine_learning" \
+		"(results as columns; MLflow 3 opens experiments as GenAI traces otherwise)"
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)
 
 # Team mode: PostgreSQL (data in $(TEAM_DIR)/pgdata, 127.0.0.1:$(PG_PORT)) and `mlflow server` with

@@ -42,6 +42,18 @@ KEY_TAG = "alae.run_key"
 # `workflowType` (`experiment_url`).
 KIND_TAG = "mlflow.experimentKind"
 KIND = "custom_model_development"
+# The runs table's columns: MLflow 3.17's UI opens an experiment tag `mlflow.sharedViewState.<key>`
+# (JSON of its view state) when the URL names `viewStateShareKey=<key>` (`experiment_url`); the
+# table then shows the results and losses first, not only names and dates. Columns of metrics a
+# run lacks (the other feature space) stay empty.
+VIEW_KEY = "alae-runs"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_COLUMNS = [*(f"metrics.`{m}`" for m in (
+    "fid_classifier", "rec_fid_classifier", "fid_inception", "rec_fid_inception", "mse",
+    "probe_acc", "loss_d", "loss_g", "lae", "train_seconds")),
+    *(f"params.`{p}`" for p in ("lr", "train.kimg", "model.kind", "seed"))]
+VIEW = json.dumps({"selectedColumns": VIEW_COLUMNS, "orderByKey": "attributes.start_time",
+                   "orderByAsc": False})
 SQLITE = "sqlite:///"
 PENDING = "pending_metrics.jsonl"  # in the run's working folder: metrics not yet sent
 # SQLite already waits 20 s for a lock (MLflow sets busy_timeout) but gives up at once when two
@@ -306,12 +318,13 @@ def _experiment_id(client: Any, uri: str) -> str:
         if location is not None and exp.artifact_location != location:
             _move_artifact_locations(uri[len(SQLITE):], exp.experiment_id, exp.artifact_location,
                                      location)
-        if KIND_TAG not in exp.tags:  # created before the tag was set here
-            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
+        for tag, value in ((KIND_TAG, KIND), (VIEW_TAG, VIEW)):
+            if exp.tags.get(tag) != value:  # created before the tag was set (so) here
+                client.set_experiment_tag(exp.experiment_id, tag, value)
         return exp.experiment_id
     try:
         return client.create_experiment(EXPERIMENT, artifact_location=location,
-                                        tags={KIND_TAG: KIND})
+                                        tags={KIND_TAG: KIND, VIEW_TAG: VIEW})
     except MlflowException:  # another process created it a moment ago (a server, not SQLite)
         exp = client.get_experiment_by_name(EXPERIMENT)
         if exp is None:
@@ -319,9 +332,21 @@ def _experiment_id(client: Any, uri: str) -> str:
         return exp.experiment_id
 
 
+def project_experiment(uri: str) -> str:
+    """The id of the `alae` experiment in the store at `uri`, created or brought up to date (its
+    tags and artifact location) as a stage would."""
+    from mlflow.tracking import MlflowClient
+
+    with store_lock(uri):
+        client = RetryingClient(retry_locked("open store", MlflowClient, tracking_uri=uri))
+        return _experiment_id(client, uri)
+
+
 def experiment_url(ui: str, experiment_id: str) -> str:
-    """The experiment's page in the MLflow UI at `ui`, on its runs table (not the traces view)."""
-    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+    """The experiment's page in the MLflow UI at `ui`, on its runs table (not the traces view),
+    with the results and losses as columns (VIEW)."""
+    return (f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+            "&workflowType=machine_learning")
 
 
 def _move_artifact_locations(db: str, exp_id: str, old: str, new: str) -> None:

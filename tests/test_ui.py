@@ -78,6 +78,11 @@ def test_experiment_page_opens_on_the_runs_table(ui, tmp_path):
     dom = chromium("--dump-dom", url, profile=tmp_path / "profile-dom").stdout
     for name in names:
         assert name in dom, f"run {name} not on the experiment page {url} (traces view?)"
+    # the table's first columns are the results (VIEW): without it MLflow shows dates, sources
+    # and models, and the metric columns lie off-screen, outside the page's DOM
+    assert "You're viewing a shared view" in dom, f"{url}: the view state tag was not read"
+    for fid in RUNS.values():
+        assert str(fid) in dom, f"fid_classifier {fid} not a column of the runs table {url}"
     shot = tmp_path / "experiment-runs.png"
     chromium(f"--screenshot={shot}", "--window-size=1400,800", url, profile=tmp_path / "profile-shot")
     assert shot.stat().st_size > 10_000
