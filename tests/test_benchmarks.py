@@ -45,3 +45,16 @@ def test_level_speeds_gives_every_variant_with_ratios_and_fewer_flops_where_expe
     plain, fused = rows["plain"]["gflop_per_img"], rows["fused_resample"]["gflop_per_img"]
     assert fused < 0.9 * plain  # G's up-conv and E's down-conv at 8x8: 4/9 of their work
     assert rows["lazy_r1"]["gflop_per_img"] < plain  # R1 on one step in four
+
+
+def test_explorer_speed_times_every_action_of_a_model_at_its_top_level():
+    from alae.nn.alae import Level, build_model
+    from benchmarks.explorer_speed import time_actions
+
+    params = parse_params(TINY)
+    torch.manual_seed(0)
+    model = build_model(params.model, 1, 8)
+    model.set_level(Level(model.num_levels - 1, 1.0))
+    times = time_actions(model.eval(), repeats=1)
+    assert times.keys() == {"reconstruct", "edit", "mix", "sample"}
+    assert all(0 < t < 60 for t in times.values()), times

@@ -2,6 +2,8 @@
 untrained) models: an untrained E's codes are random features of the image, which already carry
 the class, so the label directions must separate it; the other checks hold for any model."""
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ from alae.images import save_image, to_image
 from alae.nn import build_model
 from alae.nn.layers import NoiseInjection
 from alae.pixels import to_uint8
+
+ROOT = Path(__file__).resolve().parents[1]
 from alae.sampling import with_noise
 from test_cli import one_line_error   # exit status 1 and a single `error:` line
 
@@ -408,3 +412,19 @@ def test_an_imported_authors_model_takes_their_directions_and_edits(files, tmp_p
     assert Image.open(tmp_path / "strip.png").size[1] == 2 * TITLE_LINE + PAD + 2 * (64 + PAD) + PAD
     ok(alae("project", "--model", tmp_path / "ours.pt", *images(files, 2), "--featurenet",
             files / "featurenet.pt", "--steps", "2", "--w-plus", "--out", tmp_path / "p"))
+
+
+def test_edit_share_judges_each_strength_and_names_unknown_classes(files, tiny_shards):
+    """scripts/edit_share.py: the featurenet's verdict on edited test images, per strength."""
+    script = [sys.executable, str(ROOT / "scripts" / "edit_share.py"), "--model",
+              str(files / "style.pt"), "--shards", str(tiny_shards), "--featurenet",
+              str(files / "featurenet.pt"), "--source", "sneaker", "--count", "3"]
+    done = subprocess.run([*script, "--target", "Sneaker->Ankle boot", "--strengths", "0,1"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    lines = [l for l in done.stdout.splitlines() if " std on all: 3 test " in l]
+    assert [l.split(" std")[0].split()[-1] for l in lines] == ["+0.0", "+1.0"]
+    assert all("called Ankle boot" in l for l in lines)
+    bad = subprocess.run([*script, "--target", "Boot"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 1 and "--target 'Boot'" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
