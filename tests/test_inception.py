@@ -232,3 +232,22 @@ def test_clean_features_skip_pytorch_fids_resize(torch_home, extractor):
         InceptionFeatures.load("cpu", resize="bicubic")
     with pytest.raises(ValueError, match="Inception features"):
         load_extractor("classifier", "unused.pt", resize="clean")
+
+
+def test_alae_fid_with_clean_resizing(torch_home, tiny_shards, tmp_path):
+    a, b = fashion_folders(tiny_shards, tmp_path)
+    runner = CliRunner()
+    opts = ["--features", "inception", "--device", "cpu", "--dims", "64"]
+    legacy = runner.invoke(cli, ["fid", str(a), str(b), *opts])
+    clean = runner.invoke(cli, ["fid", str(a), str(b), *opts, "--resize", "clean"])
+    assert legacy.exit_code == clean.exit_code == 0, clean.output
+    assert "inception64_clean features" in clean.output
+    assert fid_line(clean.output) != pytest.approx(fid_line(legacy.output), rel=1e-3)
+    # Statistics saved with one resize are refused for the other.
+    stats = tmp_path / "a.npz"
+    assert runner.invoke(cli, ["fid", "--save-stats", str(a), str(stats), *opts]).exit_code == 0
+    refused = runner.invoke(cli, ["fid", str(stats), str(b), *opts, "--resize", "clean"])
+    assert refused.exit_code == 1 and "space, not inception64_clean" in refused.output
+    classifier = runner.invoke(cli, ["fid", str(a), str(b), "--resize", "clean"])
+    assert classifier.exit_code == 1 and "--resize clean is for --features inception" in \
+        classifier.output

@@ -258,7 +258,8 @@ class Evaluation:
         """Per-image `rec_distance` of x to xr; the classifier distance in the classifier space
         reuses the features the pass computed anyway."""
         d = self.rec_distance_fn
-        if isinstance(d, FeatureDistance) and d.extractor is self.extractor and fx is not None:
+        if isinstance(d, FeatureDistance) and d.extractor is self.extractor and \
+                fx is not None and len(fx) >= len(xr):
             return d.of_features(fx[:len(xr)], fxr)
         return d(x, xr)
 
