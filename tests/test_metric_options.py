@@ -9,6 +9,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,10 +24,13 @@ from alae.data import read_manifest
 from alae.errors import UserError
 from alae.featurenet import save_featurenet
 from alae.metrics import evaluate_model, run_metrics
+from alae.metrics.features import ClassifierFeatures
 from alae.metrics.ppl import FeatureDistance
 from alae.metrics.refstats import load_reference, write_reference
 from alae.nn import build_model
 from metric_doubles import Double, load_test_split, load_train_split
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +82,24 @@ def test_train_reference_statistics_from_the_refstats_file(extractor, tiny_shard
     write_reference(path, extractor, tiny_shards, batch_size=128)
     with pytest.raises(UserError, match="test split, not the train split"):
         load_reference(path, extractor, tiny_shards, 32, "train")
+
+
+def test_refstats_stage_writes_the_chosen_split(extractor, tiny_shards, tmp_path):
+    featurenet, params, out = tmp_path / "featurenet.pt", tmp_path / "params.yaml", \
+        tmp_path / "refstats_classifier.npz"
+    save_featurenet(extractor.net, featurenet)
+    params.write_text("evaluate: {reference: train, device: cpu}\n")
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "refstats.py"), "--params",
+                           str(params), "--featurenet", str(featurenet), "--shards",
+                           str(tiny_shards), "--out", str(out), "--batch-size", "128"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "600 train images in the classifier space" in done.stdout
+    extractor = ClassifierFeatures.from_file(featurenet)   # this file's sha256
+    ref = load_reference(out, extractor, tiny_shards, 32, "train")
+    by_hand = extractor(load_train_split(tiny_shards, 32, 600)).double()
+    torch.testing.assert_close(torch.from_numpy(ref.mean()), by_hand.mean(0), rtol=1e-6,
+                               atol=1e-6)
 
 
 # ---------------------------------------------------------------- evaluate.rec_distance
