@@ -142,23 +142,30 @@ def import_official(checkpoint: str, config: str, out: str, weights: str,
 @click.option("--dims", default=2048, show_default=True,
               type=click.Choice(["64", "192", "768", "2048"]), callback=lambda c, p, v: int(v),
               help="Inception block, as pytorch-fid's --dims (2048, pool3, is the standard)")
+@click.option("--resize", default="legacy", show_default=True,
+              type=click.Choice(["legacy", "clean"]),
+              help="Inception's resize to 299: pytorch-fid's (legacy) or clean-fid's (clean)")
 @click.option("--batch-size", default=50, show_default=True, type=click.IntRange(min=1))
 @device_option
 @click.option("--save-stats", is_flag=True,
               help="write PATH_A's statistics to the .npz PATH_B instead (as pytorch-fid)")
 @exits_cleanly
-def fid(path_a: str, path_b: str, features: str, featurenet: str, dims: int, batch_size: int,
-        device: str, save_stats: bool) -> None:
+def fid(path_a: str, path_b: str, features: str, featurenet: str, dims: int, resize: str,
+        batch_size: int, device: str, save_stats: bool) -> None:
     """FID between PATH_A and PATH_B, each a folder of images or an .npz with mu and sigma: the
     command shape of `python -m pytorch_fid`. The output line names the feature space; classifier
     numbers are not comparable with Inception FIDs in papers."""
     from alae.metrics.features import load_extractor, space_name
     from alae.metrics.folder import describe, fid_of_paths, save_path_stats
 
-    space = space_name(features, dims)
+    if features == "classifier" and resize != "legacy":
+        raise UserError("--resize clean is for --features inception (the classifier space "
+                        "resizes to its featurenet's resolution)")
+    space = space_name(features, dims, resize)
 
     def extractor():
-        return load_extractor(features, featurenet, resolve_device(device, "--device"), dims)
+        return load_extractor(features, featurenet, resolve_device(device, "--device"), dims,
+                              resize)
 
     if save_stats:
         stats = save_path_stats(path_a, path_b, space, extractor(), batch_size)

@@ -193,6 +193,15 @@ class TrainConfig:
                        f"a multiple of train.nproc={self.nproc} (each rank takes an equal share)")
 
 
+# The evaluate section's keys with a fixed set of values (also `alae metrics`'s option choices).
+EVALUATE_CHOICES = {"features": ("classifier", "inception"),
+                    "ppl_distance": ("classifier", "lpips"),
+                    "resize": ("legacy", "clean"),
+                    "reference": ("test", "train"),
+                    "rec_distance": ("classifier", "lpips"),
+                    "ppl_crop": ("none", "face")}
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     num_images: int = 10000      # generated and reconstructed images per FID (the paper used 50k)
@@ -203,18 +212,31 @@ class EvaluateConfig:
     ppl_distance: str = "classifier"  # PPL's image distance: classifier (featurenet) | lpips
     probe_train: int = 10000     # train images the linear probe is fitted on
     device: str = "auto"         # auto | cpu | cuda | cuda:N
+    # Protocol options (alae/metrics): a non-default choice is named in the metric keys.
+    resize: str = "legacy"       # Inception's resize to 299: legacy (pytorch-fid's bilinear) |
+                                 # clean (clean-fid's PIL bicubic; space `inception_clean`)
+    reference: str = "test"      # split FID / KID / P/R compare with: test | train (the paper's;
+                                 # keys get `_trainref`, the data floor then reads test images)
+    rec_distance: str = "classifier"  # distance of x to G(E(x)), key rec_distance_<it>:
+                                 # classifier (featurenet) | lpips (the paper's)
+    ppl_crop: str = "none"       # none | face: StyleGAN's central face crop, then above 256 px
+                                 # box-downsampled to 256, before PPL's distance (`_facecrop`)
 
     def check(self) -> None:
         _require("evaluate.num_images", self.num_images, self.num_images >= 2, ">= 2")
         _require("evaluate.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
-        _choice("evaluate.features", self.features, ("classifier", "inception"))
         _require("evaluate.ppl_samples", self.ppl_samples, self.ppl_samples >= 2, ">= 2")
-        _choice("evaluate.ppl_distance", self.ppl_distance, ("classifier", "lpips"))
         _require("evaluate.seed", self.seed, self.seed >= 0, ">= 0")
         _require("evaluate.probe_train", self.probe_train, self.probe_train >= 2, ">= 2")
         _require("evaluate.device", self.device,
                  self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                  "auto, cpu, cuda or cuda:N")
+        for key, choices in EVALUATE_CHOICES.items():
+            _choice(f"evaluate.{key}", getattr(self, key), choices)
+        _require("evaluate.resize", self.resize,
+                 self.resize == "legacy" or self.features == "inception",
+                 "legacy with evaluate.features: classifier, which resizes to its featurenet's "
+                 "resolution; clean is for inception")
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,7 @@ def frontier(experiment: str, marks: str, csv_path: str, params_path: str, featu
     kept = {int(p.stem.split("-")[1]): p for p in sorted(folder.glob("ckpt-*.pt"))}
     cfg = load_params(params_path).evaluate
     device = resolve_device(cfg.device, "evaluate.device")
-    extractor = load_extractor(cfg.features, featurenet, device)
+    extractor = load_extractor(cfg.features, featurenet, device, resize=cfg.resize)
     distance = load_distance(cfg.ppl_distance, extractor, device)
     chosen = {}   # every mark's checkpoint found before any is evaluated
     for mark in (float(m) for m in marks.split(",")):
@@ -186,7 +186,8 @@ def frontier(experiment: str, marks: str, csv_path: str, params_path: str, featu
     for mark, images in chosen.items():
         path = kept[images]
         model, _, _ = load_model(path, device)
-        reference = load_reference(refstats, extractor, shards, int(model.resolution))
+        reference = load_reference(refstats, extractor, shards, int(model.resolution),
+                                   cfg.reference)
         metrics = evaluate_model(model, extractor, shards, cfg, reference=reference,
                                  ppl_distance=distance)
         seconds = load_checkpoint(path)["training"]["seconds"]

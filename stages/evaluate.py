@@ -1,11 +1,14 @@
 """DVC stage `evaluate`: every registered metric of the EMA model (alae/metrics): FID, KID and
 precision / recall of generations and of reconstructions, and the data floor, in the
-`evaluate.features` space; PPL; the linear probe of E(x) beside the same probe on pixels; the
-reconstruction error. Each metric's protocol (sample sizes, KID's subsets, P/R's k) is the MLflow
-tag `alae.protocol.<metric>`.
+`evaluate.features` space (resized for Inception as `evaluate.resize` says) against the
+`evaluate.reference` split; PPL; the linear probe of E(x) beside the same probe on pixels; the
+reconstruction error and distance (`evaluate.rec_distance`). Each metric's protocol (sample
+sizes, reference split, KID's subsets, P/R's k, PPL's crop) is the MLflow tag
+`alae.protocol.<metric>`.
 
-The test split's statistics come from the refstats stage's file (`--refstats`) when it was made
-for this space, featurenet, data and the model's resolution; otherwise they are computed here.
+The reference split's statistics come from the refstats stage's file (`--refstats`) when it was
+made for this space, featurenet, split, data and the model's resolution; otherwise they are
+computed here.
 """
 import json
 import sys
@@ -29,8 +32,9 @@ from alae.tracking import pipeline_run  # noqa: E402
 
 
 def ppl_classifier(extractor, featurenet: str, device):
-    """The featurenet for PPL's classifier distance: the FID extractor itself in classifier space;
-    in Inception space the featurenet file when the dataset had labels to train it, else None."""
+    """The featurenet for PPL's and the reconstructions' classifier distance: the FID extractor
+    itself in classifier space; in Inception space the featurenet file when the dataset had labels
+    to train it, else None."""
     if extractor.name == "classifier":
         return extractor
     try:
@@ -53,25 +57,28 @@ def main(params_path: str, model_path: str, featurenet: str, refstats: str, shar
     cfg = params.evaluate
     device = resolve_device(cfg.device, "evaluate.device")
     model, _, meta = load_model(model_path, device)
-    extractor = load_extractor(cfg.features, featurenet, device)
+    extractor = load_extractor(cfg.features, featurenet, device, resize=cfg.resize)
     reference = None
     if refstats:
-        reference = load_reference(refstats, extractor, shards, int(model.resolution))
+        reference = load_reference(refstats, extractor, shards, int(model.resolution),
+                                   cfg.reference)
         if reference is None:
             note(f"{refstats} is at another resolution than the model's "
                  f"{model.resolution}; computing the reference here")
     classifier = ppl_classifier(extractor, featurenet, device) \
-        if cfg.ppl_distance == "classifier" else None
+        if "classifier" in (cfg.ppl_distance, cfg.rec_distance) else None
     distance = load_distance(cfg.ppl_distance, classifier, device)
+    rec_distance = load_distance(cfg.rec_distance, classifier, device, "evaluate.rec_distance")
     with pipeline_run(params, "evaluate") as run:
         results = run_metrics(model, extractor, shards, cfg, reference=reference,
-                              ppl_distance=distance)
+                              ppl_distance=distance, rec_distance=rec_distance)
         metrics = {k: v for r in results for k, v in r.values.items()}
         # The protocol beside the numbers, so that `dvc exp show` shows which one each run used.
         write_json(out, {**metrics, "metrics_protocol": METRICS_PROTOCOL})
         run.log_metrics(metrics)
         # Every number is tied to its protocol and to the exact featurenet file it came from.
-        run.set_tags({f"alae.{k}": v for k, v in provenance(extractor, distance).items()})
+        run.set_tags({f"alae.{k}": v
+                      for k, v in provenance(extractor, distance, rec_distance).items()})
         # ...and to what else fixed it: sample sizes, KID's subsets, P/R's k.
         run.set_tags({f"alae.protocol.{r.metric}": json.dumps(r.protocol, sort_keys=True)
                       for r in results})

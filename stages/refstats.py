@@ -1,6 +1,11 @@
-"""DVC stage `refstats`: mean and covariance of the whole test split in the `evaluate.features`
-space, written once per dataset and feature space (`models/refstats_<space>.npz`, pytorch-fid's
-layout plus provenance) and reused by every evaluation (alae/metrics/refstats.py)."""
+"""DVC stage `refstats`: mean and covariance of the whole `evaluate.reference` split (test by
+default, train for the paper's protocol) in the `evaluate.features` space (resized as
+`evaluate.resize` says), written once per dataset, split and feature space
+(`models/refstats_<features>.npz`, pytorch-fid's layout plus provenance: the space's full name and
+the split are inside, and the evaluate stage refuses a file of another) and reused by every
+evaluation (alae/metrics/refstats.py). The file name keeps `evaluate.features` only, so the
+default run's path does not move; DVC reruns the stage when `evaluate.resize` or
+`evaluate.reference` changes, and its run-cache restores an earlier choice's file."""
 import sys
 from pathlib import Path
 
@@ -28,9 +33,10 @@ from alae.metrics.refstats import write_reference  # noqa: E402
 def main(params_path: str, featurenet: str, shards: str, out: str, batch_size: int) -> None:
     params = load_params(params_path)
     device = resolve_device(params.evaluate.device, "evaluate.device")
-    extractor = load_extractor(params.evaluate.features, featurenet, device)
-    stats = write_reference(out, extractor, shards, batch_size)
-    click.echo(f"refstats: {stats.n} test images in the {extractor.name} space -> {out}")
+    cfg = params.evaluate
+    extractor = load_extractor(cfg.features, featurenet, device, resize=cfg.resize)
+    stats = write_reference(out, extractor, shards, batch_size, cfg.reference)
+    click.echo(f"refstats: {stats.n} {cfg.reference} images in the {extractor.name} space -> {out}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,21 @@ def featurenet8(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_classifier(tiny_shards, tmp_path_factory):
+    """Classifier features of a featurenet trained briefly (2 epochs, 32 features) on
+    `tiny_shards`: a real feature space for the metrics' plumbing."""
+    from alae.config import FeaturenetConfig
+    from alae.featurenet import save_featurenet, train_featurenet
+    from alae.metrics.features import ClassifierFeatures
+
+    net, _ = train_featurenet(tiny_shards, FeaturenetConfig(epochs=2, batch_size=32, lr=2e-3,
+                                                            features=32), "cpu")
+    path = tmp_path_factory.mktemp("fn") / "featurenet.pt"
+    save_featurenet(net, path)
+    return ClassifierFeatures.from_file(path)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_mlflow_store(tmp_path_factory):
     """Stages run by tests record into a throw-away store, never the checkout's mlflow.db."""

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from urllib.error import URLError
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -22,7 +23,9 @@ from alae.data import write_shards
 from alae.errors import UserError
 from alae.metrics import evaluate_model
 from alae.metrics import inception as inc
+from alae.metrics.features import load_extractor
 from alae.metrics.inception import InceptionFeatures, weights_path
+from alae.pixels import to_uint8
 from benchmarks import standin
 from benchmarks.standin import write_standin_weights
 
@@ -183,3 +186,71 @@ def test_evaluate_in_inception_space(torch_home, tmp_path, fashion_mnist):
                        ["fid", "rec_fid", "mse"])
     assert set(m) == {"fid_inception64", "rec_fid_inception64", "mse"}
     assert m["mse"] == 0.0 and m["fid_inception64"] > m["rec_fid_inception64"] >= 0
+    # Clean resizing: its own keys, and other numbers from the same images.
+    clean = evaluate_model(Replay(), InceptionFeatures.load("cpu", dims=64, resize="clean"),
+                           shards, EvaluateConfig(num_images=6, batch_size=6,
+                                                  features="inception", resize="clean"),
+                           ["fid", "rec_fid"])
+    assert set(clean) == {"fid_inception64_clean", "rec_fid_inception64_clean"}
+    assert clean["fid_inception64_clean"] != pytest.approx(m["fid_inception64"], rel=1e-3)
+
+
+# ---------------------------------------------------------------- evaluate.resize: clean
+
+def test_clean_resize_equals_clean_fids_pixels(tiny_shards):
+    # clean-fid's own resizer (the `clean` mode's) on the same 8-bit images, as it reads them:
+    # HWC, RGB (grayscale repeated, as PIL's convert("RGB") does).
+    from cleanfid.resize import make_resizer
+    from alae.data import eval_batches
+
+    theirs = make_resizer("PIL", False, "bicubic", (inc.SIZE, inc.SIZE))
+    fashion, _ = next(eval_batches(tiny_shards, "test", 32, 6))           # real 32 px, 1 channel
+    g = torch.Generator().manual_seed(0)
+    rgb = torch.randint(0, 256, (3, 3, 64, 64), generator=g).float() / 127.5 - 1
+    for x in (fashion, rgb):
+        ours = inc.clean_resize(x)
+        assert ours.shape == (len(x), x.shape[1], 299, 299) and ours.dtype == torch.float32
+        u8 = to_uint8(x).permute(0, 2, 3, 1).expand(-1, -1, -1, 3).numpy()
+        for i in range(len(x)):
+            ref = theirs(np.ascontiguousarray(u8[i]))                     # (299, 299, 3)
+            for c in range(3):
+                assert np.array_equal(ours[i, c % x.shape[1]].numpy(), ref[..., c])
+    # ...and not pytorch-fid's bilinear interpolate (what `legacy` does), else this proves little.
+    legacy = torch.nn.functional.interpolate(to_uint8(fashion).float(), size=(299, 299),
+                                             mode="bilinear", align_corners=False)
+    assert (legacy - inc.clean_resize(fashion)).abs().max() > 10
+
+
+def test_clean_features_skip_pytorch_fids_resize(torch_home):
+    # Block 64 keeps it fast: the resize and the scaling are before every block alike.
+    clean = InceptionFeatures.load("cpu", dims=64, resize="clean")
+    legacy = InceptionFeatures.load("cpu", dims=64)
+    assert clean.name == "inception64_clean" and inc.space_name(2048, "clean") == "inception_clean"
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    pixels = (inc.clean_resize(x) / 255).expand(-1, 3, -1, -1)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(clean.net(pixels)[0], 1).flatten(1)
+    torch.testing.assert_close(clean(x), pooled)
+    assert not torch.allclose(clean(x), legacy(x), rtol=1e-3)
+    with pytest.raises(ValueError, match="resize"):
+        InceptionFeatures.load("cpu", resize="bicubic")
+    with pytest.raises(ValueError, match="Inception features"):
+        load_extractor("classifier", "unused.pt", resize="clean")
+
+
+def test_alae_fid_with_clean_resizing(torch_home, tiny_shards, tmp_path):
+    a, b = fashion_folders(tiny_shards, tmp_path)
+    runner = CliRunner()
+    opts = ["--features", "inception", "--device", "cpu", "--dims", "64"]
+    legacy = runner.invoke(cli, ["fid", str(a), str(b), *opts])
+    clean = runner.invoke(cli, ["fid", str(a), str(b), *opts, "--resize", "clean"])
+    assert legacy.exit_code == clean.exit_code == 0, clean.output
+    assert "inception64_clean features" in clean.output
+    assert fid_line(clean.output) != pytest.approx(fid_line(legacy.output), rel=1e-3)
+    # Statistics saved with one resize are refused for the other.
+    stats = tmp_path / "a.npz"
+    assert runner.invoke(cli, ["fid", "--save-stats", str(a), str(stats), *opts]).exit_code == 0
+    refused = runner.invoke(cli, ["fid", str(stats), str(b), *opts, "--resize", "clean"])
+    assert refused.exit_code == 1 and "space, not inception64_clean" in refused.output
+    classifier = runner.invoke(cli, ["fid", str(a), str(b), "--resize", "clean"])
+    assert classifier.exit_code == 1 and "--resize clean is for --features inception" in \
+        classifier.output

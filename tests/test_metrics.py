@@ -18,10 +18,10 @@ from PIL import Image
 
 from alae.checkpoint import load_model, save_model
 from alae.cli import main as cli
-from alae.config import ConfigError, EvaluateConfig, FeaturenetConfig, ModelConfig, parse_params
-from alae.data import eval_batches, read_manifest
+from alae.config import ConfigError, EvaluateConfig, ModelConfig, parse_params
+from alae.data import read_manifest
 from alae.errors import UserError
-from alae.featurenet import save_featurenet, train_featurenet
+from alae.featurenet import save_featurenet
 from alae.metrics import (METRICS_PROTOCOL, default_metrics, evaluate_model, metric_names,
                           provenance, register, resolve_names, run_metrics)
 from alae.metrics.features import ClassifierFeatures, load_extractor, resize
@@ -29,6 +29,7 @@ from alae.metrics.fid import FeatureStats, frechet_distance, load_stats, save_st
 from alae.metrics.refstats import compute_reference, load_reference, write_reference
 from alae.nn import build_model
 from alae.nn.layers import NoiseInjection
+from metric_doubles import Double, load_test_split, load_train_split
 
 rng = np.random.default_rng(0)
 
@@ -160,12 +161,8 @@ def test_resize():
 
 
 @pytest.fixture(scope="module")
-def extractor(tiny_shards, tmp_path_factory) -> ClassifierFeatures:
-    net, _ = train_featurenet(tiny_shards, FeaturenetConfig(epochs=2, batch_size=32, lr=2e-3,
-                                                            features=32), "cpu")
-    path = tmp_path_factory.mktemp("fn") / "featurenet.pt"
-    save_featurenet(net, path)
-    return ClassifierFeatures.from_file(path)
+def extractor(tiny_classifier) -> ClassifierFeatures:
+    return tiny_classifier
 
 
 def test_extractor_interface(extractor):
@@ -178,41 +175,6 @@ def test_extractor_interface(extractor):
 
 # ---------------------------------------------------------------- evaluate_model with doubles
 
-class Double(torch.nn.Module):
-    """The model interface (latent, resolution, channels, generate, reconstruct, encode) with
-    behaviour chosen per test: `generate` replays `bank` in order, or returns uniform noise from
-    the global RNG ("noise"), or a fixed random function of z ("z")."""
-
-    def __init__(self, resolution: int, bank=None, gen="noise", rec="identity"):
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(()))   # device lookup only
-        self.latent, self.resolution, self.channels = 8, resolution, 1
-        self.bank, self.gen, self.rec, self.cursor = bank, gen, rec, 0
-        self.proj = torch.randn(8, resolution * resolution,
-                                generator=torch.Generator().manual_seed(1))
-
-    def generate(self, z, noise=True):
-        if self.bank is None and self.gen == "noise":  # global RNG: evaluate_model must seed it
-            return torch.rand(len(z), 1, self.resolution, self.resolution) * 2 - 1
-        if self.bank is None:
-            return torch.tanh(z @ self.proj).view(len(z), 1, self.resolution, self.resolution)
-        out = self.bank[self.cursor:self.cursor + len(z)]
-        self.cursor += len(z)
-        return out
-
-    def reconstruct(self, x, noise=True):
-        if self.rec == "noisy":  # like G's per-pixel noise: the global RNG
-            return x + 0.1 * torch.randn_like(x)
-        return x.clone() if self.rec == "identity" else torch.zeros_like(x)
-
-    def encode(self, x):
-        return torch.zeros(len(x), self.latent)
-
-
-def load_test_split(shards, resolution) -> torch.Tensor:
-    return torch.cat([x for x, _ in eval_batches(shards, "test", resolution, 1000)])
-
-
 FID_METRICS = ["fid", "rec_fid", "fid_floor", "mse"]
 KEYS = {"fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse"}
 KID_PR = ["kid", "pr", "rec_kid", "rec_pr"]
@@ -220,7 +182,8 @@ KID_PR_KEYS = {f"{rec}{k}_classifier" for rec in ("", "rec_")
                for k in ("kid", "kid_std", "precision", "recall")}
 ALL_KEYS = KEYS | {"kid_classifier", "kid_std_classifier", "precision_classifier",
                   "recall_classifier", "ppl_full_classifier", "ppl_end_classifier", "probe_acc",
-                  "probe_acc_pixels"}   # the default list: rec_kid and rec_pr when asked for
+                  "probe_acc_pixels", "rec_distance_classifier"}   # the default list: rec_kid
+                                                                   # and rec_pr when asked for
 
 
 @pytest.mark.parametrize("resolution", [32, 16])
@@ -246,10 +209,6 @@ def test_noise_model(extractor, tiny_shards):
     assert m["mse"] == pytest.approx(x[:200].double().pow(2).mean().item(), rel=1e-9)
     again = evaluate_model(Double(32), extractor, tiny_shards, cfg, ["fid"])
     assert again == {"fid_classifier": m["fid_classifier"]}   # the model's own noise is seeded
-
-
-def load_train_split(shards, resolution, n) -> torch.Tensor:
-    return torch.cat([x for x, _ in eval_batches(shards, "train", resolution, 1000, n)])
 
 
 def test_kid_and_pr_of_real_images_and_of_noise(extractor, tiny_shards):
@@ -287,10 +246,11 @@ def test_kid_and_pr_read_test_features_when_the_reference_is_given(extractor, ti
         assert both[key] == pytest.approx(computed[key], rel=1e-6)
     # The protocol beside each result: sample sizes, subsets, k, seed.
     results = {r.metric: r for r in run_metrics(model, extractor, tiny_shards, cfg, ["kid", "pr"])}
+    defaults = {"reference": "test", "resize": "legacy"}
     assert results["kid"].protocol == {"n": 150, "n_ref": 600, "subsets": 100, "subset_size": 150,
                                        "subset_seed": 0, "seed": 0,
-                                       "kernel": "(x.y/d + 1)^3"}
-    assert results["pr"].protocol == {"n": 150, "n_ref": 600, "k": 3, "seed": 0}
+                                       "kernel": "(x.y/d + 1)^3", **defaults}
+    assert results["pr"].protocol == {"n": 150, "n_ref": 600, "k": 3, "seed": 0, **defaults}
     assert results["kid"].values["kid_classifier"] == both["kid_classifier"]
 
 
@@ -390,6 +350,11 @@ def test_evaluate_config_validation():
     for bad, key in [({"features": "vgg"}, "evaluate.features"),
                      ({"ppl_samples": 1}, "evaluate.ppl_samples"),
                      ({"ppl_distance": "vgg"}, "evaluate.ppl_distance"),
+                     ({"features": "inception", "resize": "bicubic"}, "evaluate.resize"),
+                     ({"resize": "clean"}, "evaluate.resize"),   # the classifier space
+                     ({"reference": "val"}, "evaluate.reference"),
+                     ({"rec_distance": "mse"}, "evaluate.rec_distance"),
+                     ({"ppl_crop": "eyes"}, "evaluate.ppl_crop"),
                      ({"seed": -1}, "evaluate.seed"),
                      ({"probe_train": 0}, "evaluate.probe_train"),
                      ({"device": "tpu"}, "evaluate.device")]:

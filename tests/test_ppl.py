@@ -11,7 +11,7 @@ import torch
 from alae.config import ModelConfig
 from alae.errors import UserError
 from alae.metrics import ppl as ppl_mod
-from alae.metrics.ppl import (EPSILON, FeatureDistance, draw_pairs, load_distance,
+from alae.metrics.ppl import (EPSILON, FeatureDistance, draw_pairs, face_crop, load_distance,
                               filtered_mean, path_lengths, perceptual_path_length)
 from alae.nn import build_model
 from alae.nn.layers import NoiseInjection, pixel_noise
@@ -177,3 +177,44 @@ def test_distance_is_the_param_and_lpips_says_what_it_lacks(monkeypatch, tmp_pat
 
 def test_epsilon_is_stylegans():
     assert EPSILON == 1e-4
+
+
+# ---------------------------------------------------------------- StyleGAN's face crop
+
+def test_face_crop_by_hand():
+    x = torch.arange(32.0 * 32).view(1, 1, 32, 32)
+    # c = 32 // 8 = 4: rows 12..27, columns 8..23; 16 px, so nothing to downsample.
+    assert torch.equal(face_crop(x), x[:, :, 12:28, 8:24])
+    big = torch.rand(2, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    crop = big[:, :, 384:896, 256:768]                 # 512 px, then 2x2 boxes -> 256
+    out = face_crop(big)
+    assert out.shape == (2, 3, 256, 256)
+    torch.testing.assert_close(out[:, :, 7, 9], crop[:, :, 14:16, 18:20].mean((2, 3)))
+    assert face_crop(torch.zeros(1, 1, 512, 512)).shape == (1, 1, 256, 256)   # no box: 256
+    with pytest.raises(ValueError, match="square"):
+        face_crop(torch.zeros(1, 1, 32, 16))
+
+
+class Shapes:
+    """A distance that records what it was given (squared L2 underneath)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, a, b):
+        self.seen.append(tuple(a.shape[-2:]))
+        return sq_l2(a, b)
+
+
+def test_the_crop_is_applied_before_the_distance(tiny_model):
+    def lengths(distance, crop="none"):
+        return path_lengths(tiny_model, distance, 8, "full", seed=0, batch_size=8,
+                            progress=False, crop=crop)
+
+    whole, face = Shapes(), Shapes()
+    full, cropped = lengths(whole), lengths(face, "face")
+    assert whole.seen == [(16, 16)] and face.seen == [(8, 8)]     # 16 px: rows 6..13, cols 4..11
+    # Squared L2 over part of the same pixels: never more, and less where the rest differed.
+    assert (cropped <= full * (1 + 1e-9)).all() and (cropped < 0.99 * full).any()
+    with pytest.raises(ValueError, match="crop"):
+        lengths(whole, "eyes")

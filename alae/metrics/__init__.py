@@ -7,9 +7,10 @@ sizes, subsets, k), which `run_metrics` returns beside them. Keys carry the spac
 are in (DESIGN.md, "Metrics, honestly labelled"): `fid_classifier` or `fid_inception`,
 `ppl_full_classifier` or `ppl_full_lpips`.
 
-What is compared with what (all at the model's resolution, test images area-downsampled to it
+What is compared with what (all at the model's resolution, real images area-downsampled to it
 by the loader when it is lower than the stored one; every image clamped to [-1, 1]):
-- reference statistics: the whole test split, in stored order (given precomputed, from the
+- reference statistics: the whole reference split `evaluate.reference` (the test split by
+  default; the train split as in the paper), in stored order (given precomputed, from the
   `refstats` stage, or computed here);
 - `fid`: `num_images` generated images against the reference; image i's z ~ N(0, I) and G's
   per-pixel noise are drawn from seeds of (`evaluate.seed`, i) alone (alae/metrics/draws.py), so
@@ -17,19 +18,31 @@ by the loader when it is lower than the stored one; every image clamped to [-1, 
 - `rec_fid`: reconstructions G(E(x)) of the first min(`num_images`, test count) test images
   (G's noise per test image, as above), against the reference; `mse`: their mean squared error
   per pixel, in [-1, 1] units;
+- `rec_distance`: the mean distance `evaluate.rec_distance` (classifier or lpips, as PPL's)
+  between those test images and their reconstructions;
 - `kid`, `pr`: KID (mean and std over subsets, alae/metrics/kid.py) and precision / recall
   (k-NN manifolds, alae/metrics/precision_recall.py) of the same generated images against the
-  features of every test image; `rec_kid`, `rec_pr` (not run by default): the same for the
+  features of every reference image; `rec_kid`, `rec_pr` (not run by default): the same for the
   reconstructions;
-- `fid_floor`: the first min(`num_images`, train count) train images against the reference: what
-  the real data scores at the same sample sizes as `fid`, i.e. the best `fid` can be;
+- `fid_floor`: the first min(`num_images`, count) images of the other split (train images
+  against the test reference, test images against the train reference) against the reference:
+  what real data the model never had to match scores at the same sample sizes as `fid`, i.e. the
+  best `fid` can be;
 - `ppl_full`, `ppl_end`: perceptual path length in W space over `ppl_samples` pairs
-  (alae/metrics/ppl.py), with the distance `evaluate.ppl_distance` (classifier or lpips);
+  (alae/metrics/ppl.py), with the distance `evaluate.ppl_distance` (classifier or lpips) on whole
+  images or StyleGAN's face crops (`evaluate.ppl_crop`);
 - `probe`: `probe_acc`, a linear SVM on E(x) of the first `probe_train` train images scored on
   every test image, and `probe_acc_pixels`, the same on pixels (alae/metrics/probe.py); skipped,
   with a note, when the data has no labels.
 Provenance (which featurenet file, which metrics protocol) is not a number: `provenance(extractor)`
 gives it as strings.
+
+Keys: `<metric>_<space>[<reference>]`, where the space names the features and how they were
+made (`classifier`, `inception`, `inception_clean` for `evaluate.resize: clean`) and the
+reference suffix is `_trainref` for `evaluate.reference: train` (empty for the default test
+split): `fid_inception_clean_trainref`. Distances name theirs: `ppl_full_lpips`,
+`rec_distance_classifier`, and `_facecrop` for `evaluate.ppl_crop: face`. Default choices add
+nothing, so the default run's keys keep their meaning.
 """
 from __future__ import annotations
 
@@ -48,7 +61,8 @@ from alae.data import eval_batches, read_manifest
 from alae.metrics import draws, kid, precision_recall
 from alae.metrics.features import resize
 from alae.metrics.fid import FeatureStats, frechet_distance
-from alae.metrics.ppl import EPSILON, PathDistance, load_distance, perceptual_path_length
+from alae.metrics.ppl import (CROPS, EPSILON, FeatureDistance, PathDistance, load_distance,
+                              perceptual_path_length)
 from alae.metrics.probe import C as PROBE_C
 from alae.metrics.probe import PIXEL_RESOLUTION, linear_probe
 
@@ -61,17 +75,22 @@ from alae.metrics.probe import PIXEL_RESOLUTION, linear_probe
 #   2: z, G's noise and PPL's pairs per image from (evaluate.seed, index): alae/metrics/draws.py
 METRICS_PROTOCOL = 2
 
+# evaluate.reference -> the suffix of the keys of metrics compared with the reference split.
+REFERENCE_SUFFIX = {"test": "", "train": "_trainref"}
+
 # What a metric reads from an Evaluation (each the name of the Evaluation's attribute that holds
 # it); each is computed at most once per Evaluation, and only when a metric asked for names it
 # (`register(..., uses=...)`):
 GENERATED = "generated"          # features of num_images samples
-REFERENCE = "reference"          # test-split mean and covariance, given or computed
-TEST = "test"                    # features of every test image
+REFERENCE = "reference"          # reference-split mean and covariance, given or computed
+REFERENCE_FEATURES = "reference_features"  # features of every reference-split image
 RECONSTRUCTED = "reconstructed"  # features of the reconstructions (and `mse`, their error)
-TRAIN = "train_subset"           # features of the data floor's train images
+REC_DISTANCE = "rec_distance"    # mean distance of the test images to their reconstructions
+FLOOR = "floor_subset"           # features of the data floor's images (of the other split)
 PROBE = "probe_data"             # codes, pixels and labels for the probe
 PPL = "ppl_distance"             # the PPL distance
-SHARED = (GENERATED, REFERENCE, TEST, RECONSTRUCTED, TRAIN, PROBE, PPL)
+SHARED = (GENERATED, REFERENCE, REFERENCE_FEATURES, RECONSTRUCTED, REC_DISTANCE, FLOOR, PROBE,
+          PPL)
 
 
 @dataclass(frozen=True)
@@ -164,39 +183,47 @@ class _Probe:
 
 
 @dataclass
-class _TestPass:
-    real: Optional[FeatureStats]   # every test image (features kept when TEST is used)
-    reconstructed: FeatureStats
+class _SplitPass:
+    real: Optional[FeatureStats]   # the reference split: every image (features kept when
+                                   # REFERENCE_FEATURES is used); the other: the floor's images
+    reconstructed: FeatureStats    # the test split only, as the two below
     mse: float
+    rec_distance: float
     probe: Optional[_Probe]
 
 
 class Evaluation:
     """One model, one extractor, one shard folder: the passes metrics share, each run at most once
-    (the test split is read once for the reference and test features, the reconstructions, the MSE
-    and the probe's test codes; the train split once for the data floor and the probe's train
-    codes). Feature sets keep their vectors (`FeatureStats.features()`) for KID and P/R.
+    (each split is read at most once: the test split for its features, the reconstructions, their
+    MSE and distance and the probe's test codes; the train split for its features and the probe's
+    train codes). Feature sets keep their vectors (`FeatureStats.features()`) for KID and P/R.
 
     `needs` names the metrics that will be asked for, so a pass computes only what they use.
-    `reference`: precomputed test-split statistics in the extractor's space (refstats stage).
-    `ppl_distance`: the PPL distance; None loads `cfg.ppl_distance` (`load_distance`).
+    `reference`: precomputed statistics of the `cfg.reference` split in the extractor's space
+    (refstats stage). `ppl_distance`, `rec_distance`: the PPL and reconstruction distances; None
+    loads `cfg.ppl_distance`, `cfg.rec_distance` (`load_distance`).
     """
 
     def __init__(self, model: torch.nn.Module, extractor, shards_dir: str | Path,
                  cfg: EvaluateConfig, needs: Optional[Iterable[str]] = None,
                  reference: Optional[FeatureStats] = None,
-                 ppl_distance: Optional[PathDistance] = None):
+                 ppl_distance: Optional[PathDistance] = None,
+                 rec_distance: Optional[PathDistance] = None):
         self.model, self.extractor, self.shards_dir, self.cfg = model, extractor, shards_dir, cfg
         self.space = extractor.name
+        self.ref_suffix = REFERENCE_SUFFIX[cfg.reference]
         self.device = next(model.parameters()).device
         self.resolution = int(model.resolution)
         manifest = read_manifest(shards_dir)
-        counts = manifest["counts"]
+        self.counts = {split: int(n) for split, n in manifest["counts"].items()}
         self.labelled = manifest.get("label_names") is not None
-        self.n_test, self.n_train = int(counts["test"]), int(counts["train"])
+        self.n_test, self.n_train = self.counts["test"], self.counts["train"]
+        self.ref_split = cfg.reference
+        self.floor_split = "train" if cfg.reference == "test" else "test"
+        self.n_ref = self.counts[self.ref_split]
         self.n_gen = cfg.num_images
         self.n_rec = min(cfg.num_images, self.n_test)
-        self.n_floor = min(cfg.num_images, self.n_train)
+        self.n_floor = min(cfg.num_images, self.counts[self.floor_split])
         self.n_probe = min(cfg.probe_train, self.n_train)
         names = default_metrics() if needs is None else resolve_names(needs)
         self.uses = metric_uses(names)
@@ -205,11 +232,13 @@ class Evaluation:
         if reference is not None and reference.dim != extractor.dim:
             raise ValueError(f"reference statistics are {reference.dim}-d, "
                              f"the {self.space} space is {extractor.dim}-d")
+        classifier = extractor if self.space == "classifier" else None
         if ppl_distance is None and PPL in self.uses:
-            ppl_distance = load_distance(cfg.ppl_distance,
-                                         extractor if self.space == "classifier" else None,
-                                         self.device)
-        self.ppl_distance = ppl_distance
+            ppl_distance = load_distance(cfg.ppl_distance, classifier, self.device)
+        if rec_distance is None and REC_DISTANCE in self.uses:
+            rec_distance = load_distance(cfg.rec_distance, classifier, self.device,
+                                         key="evaluate.rec_distance")
+        self.ppl_distance, self.rec_distance_fn = ppl_distance, rec_distance
         extractor.to(self.device)
 
     def _need(self, what: str) -> None:
@@ -218,68 +247,103 @@ class Evaluation:
                                "it uses it")
 
     def _batches(self, split: str, limit: Optional[int] = None):
-        n = self.n_test if split == "test" else self.n_train
-        n = n if limit is None else min(n, limit)
+        n = self.counts[split] if limit is None else min(self.counts[split], limit)
         return eval_batches(self.shards_dir, split, self.resolution, self.cfg.batch_size, n), n
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.extractor(x.clamp(-1, 1))
 
-    @cached_property
-    def _test_pass(self) -> _TestPass:
-        """One read of the test split (only as far as needed)."""
-        want_real = TEST in self.uses or (self._given_reference is None and REFERENCE in self.uses)
-        real = FeatureStats(keep=TEST in self.uses) if want_real else None
+    def _rec_distances(self, x: torch.Tensor, xr: torch.Tensor,
+                       fx: Optional[torch.Tensor], fxr: torch.Tensor) -> torch.Tensor:
+        """Per-image `rec_distance` of x to xr; the classifier distance in the classifier space
+        reuses the features the pass computed anyway."""
+        d = self.rec_distance_fn
+        if isinstance(d, FeatureDistance) and d.extractor is self.extractor and \
+                fx is not None and len(fx) >= len(xr):
+            return d.of_features(fx[:len(xr)], fxr)
+        return d(x, xr)
+
+    def _read_split(self, split: str) -> _SplitPass:
+        """One read of `split` (only as far as needed)."""
+        is_ref = split == self.ref_split
+        if is_ref:
+            keep = REFERENCE_FEATURES in self.uses
+            want = keep or (self._given_reference is None and REFERENCE in self.uses)
+            n_real = self.counts[split] if want else 0
+        else:
+            keep, n_real = False, self.n_floor if FLOOR in self.uses else 0
+        test = split == "test"
+        n_rec = self.n_rec if test and self.uses & {RECONSTRUCTED, REC_DISTANCE} else 0
+        with_distance = test and REC_DISTANCE in self.uses and self.rec_distance_fn is not None
+        n_probe = (self.counts[split] if test else self.n_probe) if self._with_probe else 0
+        real = FeatureStats(keep=keep) if n_real else None
         rec = FeatureStats(keep=True)
-        probe = _Probe() if self._with_probe else None
-        sq_err, pixels, seen = 0.0, 0, 0
-        n_rec = self.n_rec if RECONSTRUCTED in self.uses else 0
-        batches, n = self._batches("test", None if (want_real or probe) else n_rec)
-        parts = [p for p, on in (("test features", want_real), ("reconstructions", n_rec),
-                                 ("probe codes", probe)) if on]
+        probe = _Probe() if n_probe else None
+        sq_err, pixels, dist, seen = 0.0, 0, 0.0, 0
+        batches, n = self._batches(split, max(n_real, n_rec, n_probe))
+        parts = [p for p, on in ((f"{split} features" if is_ref else "data floor", n_real),
+                                 ("reconstructions", n_rec), ("probe codes", n_probe)) if on]
         cuda = [self.device] if self.device.type == "cuda" else []
         # G's per-pixel noise in the reconstructions: per test image (alae/metrics/draws.py), so
         # rec_fid and mse are the same for any batch size and whatever the process drew before
         # (the global RNG is forked and seeded only for models that ignore `noise`).
         with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.cfg.seed + 1)
-            for x, y in _bar(batches, "test split: " + ", ".join(parts),
+            for x, y in _bar(batches, f"{split} split: " + ", ".join(parts),
                              -(-n // self.cfg.batch_size)):
                 x = x.to(self.device)
-                if real is not None:
-                    real.update(self._features(x))
-                if probe is not None:
-                    probe.add(self.model, x, y)
+                fx = self._features(x[:n_real - seen]) if seen < n_real else None
+                if fx is not None:
+                    real.update(fx)
+                if seen < n_probe:
+                    probe.add(self.model, x[:n_probe - seen], y[:n_probe - seen])
                 take = min(len(x), n_rec - seen)
                 if take > 0:
                     noise = draws.noise(self.cfg.seed, "reconstructions",
                                         range(seen, seen + take))
                     xr = self.model.reconstruct(x[:take], noise=noise).clamp(-1, 1)
-                    rec.update(self._features(xr))
+                    fxr = self._features(xr)
+                    rec.update(fxr)
                     sq_err += (xr.double() - x[:take].double()).pow(2).sum().item()
                     pixels += xr.numel()
-                    seen += take
-        return _TestPass(real, rec, sq_err / pixels if pixels else float("nan"), probe)
+                    if with_distance:
+                        dist += self._rec_distances(x[:take], xr, fx, fxr).double().sum().item()
+                seen += len(x)
+        n_done = min(seen, n_rec)
+        return _SplitPass(real, rec, sq_err / pixels if pixels else float("nan"),
+                          dist / n_done if n_done else float("nan"), probe)
+
+    @cached_property
+    def _test_pass(self) -> _SplitPass:
+        return self._read_split("test")
+
+    @cached_property
+    def _train_pass(self) -> _SplitPass:
+        return self._read_split("train")
+
+    def _pass(self, split: str) -> _SplitPass:
+        return self._test_pass if split == "test" else self._train_pass
 
     @property
     def reference(self) -> FeatureStats:
-        """Test-split statistics for FID: the given ones, else computed here."""
+        """Reference-split statistics for FID: the given ones, else computed here."""
         self._need(REFERENCE)
         given = self._given_reference
-        return given if given is not None else self._test_pass.real
+        return given if given is not None else self._pass(self.ref_split).real
 
     @property
-    def test(self) -> FeatureStats:
-        """Every test image's features (`.features()`), computed here even when `reference` is
-        given (a statistics file holds no vectors)."""
-        self._need(TEST)
-        return self._test_pass.real
+    def reference_features(self) -> FeatureStats:
+        """Every reference image's features (`.features()`), computed here even when `reference`
+        is given (a statistics file holds no vectors)."""
+        self._need(REFERENCE_FEATURES)
+        return self._pass(self.ref_split).real
 
     @cached_property
-    def test_radii(self) -> torch.Tensor:
-        """The test images' k-NN radii in feature space, for precision / recall of the samples
-        and of the reconstructions alike."""
-        return precision_recall.knn_radii(precision_recall.as_features(self.test.features()))
+    def reference_radii(self) -> torch.Tensor:
+        """The reference images' k-NN radii in feature space, for precision / recall of the
+        samples and of the reconstructions alike."""
+        return precision_recall.knn_radii(
+            precision_recall.as_features(self.reference_features.features()))
 
     @property
     def reconstructed(self) -> FeatureStats:
@@ -291,6 +355,13 @@ class Evaluation:
     def mse(self) -> float:
         self._need(RECONSTRUCTED)
         return self._test_pass.mse
+
+    @property
+    def rec_distance(self) -> float:
+        """Mean `evaluate.rec_distance` of the first n_rec test images to their reconstructions
+        (NaN without a distance: no featurenet for `classifier`)."""
+        self._need(REC_DISTANCE)
+        return self._test_pass.rec_distance
 
     @cached_property
     def generated(self) -> FeatureStats:
@@ -310,32 +381,11 @@ class Evaluation:
                 stats.update(self._features(x))
         return stats
 
-    @cached_property
-    def _train_pass(self) -> tuple[Optional[FeatureStats], Optional[_Probe]]:
-        """(stats of the first n_floor train images, probe train codes of the first n_probe),
-        from one read of the train split."""
-        n_floor = self.n_floor if TRAIN in self.uses else 0
-        n_probe = self.n_probe if self._with_probe else 0
-        stats = FeatureStats() if n_floor else None
-        probe = _Probe() if n_probe else None
-        batches, n = self._batches("train", max(n_floor, n_probe))
-        parts = [p for p, on in (("data floor", n_floor), ("probe codes", n_probe)) if on]
-        seen = 0
-        with torch.inference_mode():
-            for x, y in _bar(batches, "train split: " + ", ".join(parts),
-                             -(-n // self.cfg.batch_size)):
-                x = x.to(self.device)
-                if seen < n_floor:
-                    stats.update(self._features(x[:n_floor - seen]))
-                if seen < n_probe:
-                    probe.add(self.model, x[:n_probe - seen], y[:n_probe - seen])
-                seen += len(x)
-        return stats, probe
-
     @property
-    def train_subset(self) -> FeatureStats:
-        self._need(TRAIN)
-        return self._train_pass[0]
+    def floor_subset(self) -> FeatureStats:
+        """Features of the first n_floor images of the split that is not the reference."""
+        self._need(FLOOR)
+        return self._pass(self.floor_split).real
 
     @cached_property
     def probe_data(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
@@ -343,64 +393,75 @@ class Evaluation:
         set)."""
         if not self._with_probe:
             raise RuntimeError("this Evaluation was built without the probe")
-        return self._train_pass[1].arrays(), self._test_pass.probe.arrays()
+        return self._train_pass.probe.arrays(), self._test_pass.probe.arrays()
 
     def ppl(self, sampling: str) -> float:
         return perceptual_path_length(self.model, self.ppl_distance, self.cfg.ppl_samples,
-                                      sampling, self.cfg.seed, self.cfg.batch_size)
+                                      sampling, self.cfg.seed, self.cfg.batch_size,
+                                      crop=self.cfg.ppl_crop)
 
 
 # ---------------------------------------------------------------- the registry: one protocol each
-# Sample sizes: `n` the model's images (samples, reconstructions or train images), `n_ref` the
-# test images they are compared with.
+# Sample sizes: `n` the model's images (samples, reconstructions or real images of the floor
+# split), `n_ref` the reference images they are compared with; `reference` which split those are,
+# `resize` how images reached Inception (in the space's name too).
 
-def _vs_test(n: Callable[["Evaluation"], int]) -> Callable[["Evaluation"], dict[str, Any]]:
-    return lambda ev: {"n": n(ev), "n_ref": ev.n_test}
+def _vs_reference(n: Callable[["Evaluation"], int]) -> Callable[["Evaluation"], dict[str, Any]]:
+    return lambda ev: {"n": n(ev), "n_ref": ev.n_ref, "reference": ev.ref_split,
+                       "resize": ev.cfg.resize}
 
 
 def _kid_protocol(n: Callable[["Evaluation"], int]) -> Callable[["Evaluation"], dict[str, Any]]:
-    return lambda ev: {**_vs_test(n)(ev), "kernel": f"(x.y/d + {kid.COEF0:g})^{kid.DEGREE}",
-                       "subsets": kid.SUBSETS, "subset_size": kid.subset_size(n(ev), ev.n_test),
+    return lambda ev: {**_vs_reference(n)(ev), "kernel": f"(x.y/d + {kid.COEF0:g})^{kid.DEGREE}",
+                       "subsets": kid.SUBSETS, "subset_size": kid.subset_size(n(ev), ev.n_ref),
                        "subset_seed": ev.cfg.seed}
 
 
 def _pr_protocol(n: Callable[["Evaluation"], int]) -> Callable[["Evaluation"], dict[str, Any]]:
-    return lambda ev: {**_vs_test(n)(ev), "k": precision_recall.K}
+    return lambda ev: {**_vs_reference(n)(ev), "k": precision_recall.K}
 
 
-def _against_test(prefix: str, images: str, n: Callable[["Evaluation"], int],
-                  kid_pr_default: bool) -> None:
+def _against_reference(prefix: str, images: str, n: Callable[["Evaluation"], int],
+                       kid_pr_default: bool) -> None:
     """Register `<prefix>fid`, `<prefix>kid` and `<prefix>pr`: the feature set `images`
-    (GENERATED or RECONSTRUCTED, `n(ev)` images) against the test split."""
+    (GENERATED or RECONSTRUCTED, `n(ev)` images) against the reference split."""
     def fid_(ev: Evaluation) -> dict[str, float]:
-        return {f"{prefix}fid_{ev.space}": frechet_distance(getattr(ev, images), ev.reference)}
+        return {f"{prefix}fid_{ev.space}{ev.ref_suffix}":
+                frechet_distance(getattr(ev, images), ev.reference)}
 
     def kid_(ev: Evaluation) -> dict[str, float]:
-        mean, std = kid.kid(getattr(ev, images).features(), ev.test.features(), seed=ev.cfg.seed)
-        return {f"{prefix}kid_{ev.space}": mean, f"{prefix}kid_std_{ev.space}": std}
+        mean, std = kid.kid(getattr(ev, images).features(), ev.reference_features.features(),
+                            seed=ev.cfg.seed)
+        return {f"{prefix}kid_{ev.space}{ev.ref_suffix}": mean,
+                f"{prefix}kid_std_{ev.space}{ev.ref_suffix}": std}
 
     def pr_(ev: Evaluation) -> dict[str, float]:
         p, r = precision_recall.precision_recall(getattr(ev, images).features(),
-                                                 ev.test.features(), real_radii=ev.test_radii)
-        return {f"{prefix}precision_{ev.space}": p, f"{prefix}recall_{ev.space}": r}
+                                                 ev.reference_features.features(),
+                                                 real_radii=ev.reference_radii)
+        return {f"{prefix}precision_{ev.space}{ev.ref_suffix}": p,
+                f"{prefix}recall_{ev.space}{ev.ref_suffix}": r}
 
-    register(f"{prefix}fid", uses={images, REFERENCE}, protocol=_vs_test(n))(fid_)
-    register(f"{prefix}kid", uses={images, TEST}, protocol=_kid_protocol(n),
+    register(f"{prefix}fid", uses={images, REFERENCE}, protocol=_vs_reference(n))(fid_)
+    register(f"{prefix}kid", uses={images, REFERENCE_FEATURES}, protocol=_kid_protocol(n),
              default=kid_pr_default)(kid_)
-    register(f"{prefix}pr", uses={images, TEST}, protocol=_pr_protocol(n),
+    register(f"{prefix}pr", uses={images, REFERENCE_FEATURES}, protocol=_pr_protocol(n),
              default=kid_pr_default)(pr_)
 
 
 # fid, kid, pr: the samples; rec_fid, rec_kid, rec_pr: the reconstructions of the test images.
 # rec_kid and rec_pr only when asked for: at the default 10k images they would add ~5% to the
 # evaluate stage's time for little that rec_fid does not say.
-_against_test("", GENERATED, lambda ev: ev.n_gen, kid_pr_default=True)
-_against_test("rec_", RECONSTRUCTED, lambda ev: ev.n_rec, kid_pr_default=False)
+_against_reference("", GENERATED, lambda ev: ev.n_gen, kid_pr_default=True)
+_against_reference("rec_", RECONSTRUCTED, lambda ev: ev.n_rec, kid_pr_default=False)
 
 
-@register("fid_floor", uses={TRAIN, REFERENCE}, protocol=_vs_test(lambda ev: ev.n_floor))
+@register("fid_floor", uses={FLOOR, REFERENCE},
+          protocol=lambda ev: {**_vs_reference(lambda e: e.n_floor)(ev),
+                               "floor_split": ev.floor_split})
 def _fid_floor(ev: Evaluation) -> dict[str, float]:
-    return {f"fid_floor_{ev.space}": frechet_distance(ev.train_subset, ev.reference)}
+    return {f"fid_floor_{ev.space}{ev.ref_suffix}": frechet_distance(ev.floor_subset,
+                                                                      ev.reference)}
 
 
 @register("mse", uses={RECONSTRUCTED}, protocol=lambda ev: {"n": ev.n_rec})
@@ -408,17 +469,31 @@ def _mse(ev: Evaluation) -> dict[str, float]:
     return {"mse": ev.mse}
 
 
+def _no_classifier(metric: str, key: str) -> None:
+    note(f"{metric} skipped: no classifier features for {key} classifier (the dataset has no "
+         "labels; lpips needs none)")
+
+
+@register("rec_distance", uses={REC_DISTANCE},
+          protocol=lambda ev: {"n": ev.n_rec,
+                               "distance": getattr(ev.rec_distance_fn, "name", None)})
+def _rec_distance(ev: Evaluation) -> dict[str, float]:
+    if ev.rec_distance_fn is None:
+        _no_classifier("rec_distance", "evaluate.rec_distance")
+        return {}
+    return {f"rec_distance_{ev.rec_distance_fn.name}": ev.rec_distance}
+
+
 def _ppl(ev: Evaluation, sampling: str) -> dict[str, float]:
     if ev.ppl_distance is None:
-        note(f"ppl_{sampling} skipped: no classifier features for evaluate.ppl_distance "
-             "classifier (the dataset has no labels; lpips needs none)")
+        _no_classifier(f"ppl_{sampling}", "evaluate.ppl_distance")
         return {}
-    return {f"ppl_{sampling}_{ev.ppl_distance.name}": ev.ppl(sampling)}
+    return {f"ppl_{sampling}_{ev.ppl_distance.name}{CROPS[ev.cfg.ppl_crop]}": ev.ppl(sampling)}
 
 
 def _ppl_protocol(ev: Evaluation) -> dict[str, Any]:
     return {"n": ev.cfg.ppl_samples, "epsilon": EPSILON,
-            "distance": getattr(ev.ppl_distance, "name", None)}
+            "distance": getattr(ev.ppl_distance, "name", None), "crop": ev.cfg.ppl_crop}
 
 
 @register("ppl_full", uses={PPL}, protocol=_ppl_protocol)
@@ -454,12 +529,13 @@ class Result:
 def run_metrics(model: torch.nn.Module, extractor, shards_dir: str | Path, cfg: EvaluateConfig,
                 metrics: Optional[Iterable[str]] = None, *,
                 reference: Optional[FeatureStats] = None,
-                ppl_distance: Optional[PathDistance] = None) -> list[Result]:
+                ppl_distance: Optional[PathDistance] = None,
+                rec_distance: Optional[PathDistance] = None) -> list[Result]:
     """Each named metric (default: `default_metrics()`; groups such as `ppl` expanded) with its
     protocol: the metric's own (`register(protocol=...)`) plus the evaluation's seed."""
     wanted = default_metrics() if metrics is None else resolve_names(metrics)
     ev = Evaluation(model, extractor, shards_dir, cfg, needs=wanted, reference=reference,
-                    ppl_distance=ppl_distance)
+                    ppl_distance=ppl_distance, rec_distance=rec_distance)
     return [Result(name, _METRICS[name].fn(ev), {**_METRICS[name].protocol(ev), "seed": cfg.seed})
             for name in wanted]
 
@@ -467,17 +543,18 @@ def run_metrics(model: torch.nn.Module, extractor, shards_dir: str | Path, cfg: 
 def evaluate_model(model: torch.nn.Module, extractor, shards_dir: str | Path, cfg: EvaluateConfig,
                    metrics: Optional[Iterable[str]] = None, *,
                    reference: Optional[FeatureStats] = None,
-                   ppl_distance: Optional[PathDistance] = None) -> dict[str, float]:
+                   ppl_distance: Optional[PathDistance] = None,
+                   rec_distance: Optional[PathDistance] = None) -> dict[str, float]:
     """Run the named metrics (default: `default_metrics()`) and merge their `{key: float}` results.
 
     Deterministic for a given cfg.seed, model, extractor and shards. `reference`: precomputed
-    test-split statistics in the extractor's space (the refstats stage's file). Call
-    `provenance(extractor, ppl_distance)` for the strings (featurenet hash) that belong beside
-    these numbers, `run_metrics` for each metric's protocol.
+    statistics of the `cfg.reference` split in the extractor's space (the refstats stage's file).
+    Call `provenance(extractor, ppl_distance, rec_distance)` for the strings (featurenet hash)
+    that belong beside these numbers, `run_metrics` for each metric's protocol.
     """
     out: dict[str, float] = {}
     for result in run_metrics(model, extractor, shards_dir, cfg, metrics, reference=reference,
-                              ppl_distance=ppl_distance):
+                              ppl_distance=ppl_distance, rec_distance=rec_distance):
         out.update(result.values)
     return out
 
@@ -502,7 +579,8 @@ def quick_fid(model: torch.nn.Module, extractor, reference: FeatureStats, n: int
     return frechet_distance(stats, reference)
 
 
-def provenance(extractor, ppl_distance: Optional[PathDistance] = None) -> dict[str, str]:
+def provenance(extractor, ppl_distance: Optional[PathDistance] = None,
+               rec_distance: Optional[PathDistance] = None) -> dict[str, str]:
     """Strings identifying the protocol and the feature spaces, for MLflow tags (`alae.<key>`):
     never mixed into the metrics."""
     out = {"metrics_protocol": str(METRICS_PROTOCOL), "features": extractor.name,
@@ -510,4 +588,6 @@ def provenance(extractor, ppl_distance: Optional[PathDistance] = None) -> dict[s
     if ppl_distance is not None:
         out["ppl_distance"] = ppl_distance.name
         out.update(ppl_distance.provenance())
+    if rec_distance is not None:
+        out["rec_distance"] = rec_distance.name
     return out

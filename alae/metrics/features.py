@@ -4,7 +4,8 @@ An extractor has a `name` (the suffix of every metric key computed in its space:
 `dim`, `__call__(x) -> (N, dim)`, `to(device)` and `provenance()` (strings to record beside the
 numbers, e.g. as MLflow tags). Two spaces, chosen by name with `load_extractor` (`evaluate.features`):
 - `classifier`: the featurenet's penultimate layer (offline default; alae/featurenet.py);
-- `inception`: pytorch-fid's InceptionV3 pool3 (alae/metrics/inception.py).
+- `inception`: pytorch-fid's InceptionV3 pool3 (alae/metrics/inception.py), named
+  `inception_clean` when its input is resized as clean-fid does (`evaluate.resize: clean`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from alae.featurenet import Featurenet, load_featurenet
+from alae.metrics import inception
 from alae.metrics.inception import DIMS, InceptionFeatures
 
 SPACES = ("classifier", "inception")
@@ -71,19 +73,25 @@ class ClassifierFeatures:
         return {"featurenet_sha256": self.sha256}
 
 
-def space_name(name: str, dims: int = DIMS) -> str:
-    """The name metric keys carry: `classifier`, `inception` (pool3) or `inception<dims>`."""
-    return name if name != "inception" or dims == DIMS else f"inception{dims}"
+def space_name(name: str, dims: int = DIMS, resize: str = "legacy") -> str:
+    """The name metric keys carry: `classifier`, `inception` (pool3), `inception<dims>`, with
+    `_clean` for clean resizing (`inception_clean`)."""
+    return name if name != "inception" else inception.space_name(dims, resize)
 
 
 def load_extractor(name: str, featurenet: str | Path | None = None,
-                   device: str | torch.device = "cpu", dims: int = DIMS):
+                   device: str | torch.device = "cpu", dims: int = DIMS, resize: str = "legacy"):
     """The extractor of feature space `name`; `featurenet` is the file the classifier space needs,
-    `dims` pytorch-fid's Inception block (2048, pool3, the standard)."""
+    `dims` pytorch-fid's Inception block (2048, pool3, the standard), `resize` how images reach
+    Inception's 299 px (`legacy` or `clean`; the classifier space takes only `legacy`, its own
+    resize to the featurenet's resolution)."""
     if name == "classifier":
+        if resize != "legacy":
+            raise ValueError(f"resize {resize!r} is for Inception features; the classifier "
+                             "space resizes to its featurenet's resolution")
         if featurenet is None:
             raise ValueError("the classifier feature space needs a featurenet file")
         return ClassifierFeatures.from_file(featurenet, device)
     if name == "inception":
-        return InceptionFeatures.load(device, dims)
+        return InceptionFeatures.load(device, dims, resize)
     raise ValueError(f"unknown feature space {name!r}; known: {', '.join(SPACES)}")

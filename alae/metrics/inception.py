@@ -1,5 +1,16 @@
 """Inception features: pytorch-fid's `InceptionV3` (the TF FID network ported to PyTorch), 2048-d
-pool3, with its own bilinear resize to 299 and its own input normalisation.
+pool3, with its own input normalisation, after one of two resizes to its 299x299 input
+(`evaluate.resize`):
+- `legacy` (default): pytorch-fid's own bilinear `F.interpolate`, bit-compatible with
+  `python -m pytorch_fid` (tests/test_inception.py);
+- `clean`: clean-fid's (Parmar et al. 2022, "On Aliased Resizing and Surprising Subtleties in GAN
+  Evaluation"): images quantised to 8 bits as a PNG would hold them, then each channel resized by
+  PIL's bicubic filter in 32-bit float mode and clipped to [0, 255]: the pixels equal clean-fid's
+  `make_resizer("PIL", False, "bicubic", (299, 299))` exactly (tested against the `clean-fid`
+  package). bilinear `interpolate` from 32 px aliases; PIL's filter widens with the scale. The
+  network stays pytorch-fid's (clean-fid's own "clean" mode uses the TF graph through TorchScript,
+  scaled (x - 128) / 128): the space is named `inception_clean` (keys `fid_inception_clean`), and
+  its numbers compare with no other space's.
 
 The weights are pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, looked up where pytorch-fid
 looks (`torch.hub`'s checkpoint folder: `$TORCH_HOME/hub/checkpoints/`, by default
@@ -16,15 +27,20 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from pytorch_fid import inception as pf
 
 from alae.errors import UserError
+from alae.pixels import to_uint8
 
 WEIGHTS_URL = pf.FID_WEIGHTS_URL
 WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]   # pt_inception-2015-12-05-6726825d.pth
 DIMS = 2048                                     # pool3: the standard; other dims do not compare
+SIZE = 299                                      # the network's input side
+RESIZES = ("legacy", "clean")
 DOWNLOAD_TIMEOUT_S = 30
 
 
@@ -56,22 +72,51 @@ def ensure_weights() -> Path:
     return path
 
 
+def clean_resize(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] (N, C, H, W) -> float32 (N, C, 299, 299) in [0, 255], as clean-fid's
+    "clean" resize: 8-bit pixels (`alae.pixels.to_uint8`, what a saved PNG holds), each channel
+    resized on its own with PIL's bicubic filter in mode 'F', clipped. Grayscale stays one channel
+    here: clean-fid's RGB copies would resize to the same three planes."""
+    u = to_uint8(x).cpu().numpy()
+    out = np.empty((*u.shape[:2], SIZE, SIZE), np.float32)
+    for i in range(u.shape[0]):
+        for c in range(u.shape[1]):
+            plane = Image.fromarray(u[i, c].astype(np.float32))   # mode 'F'
+            out[i, c] = np.asarray(plane.resize((SIZE, SIZE), Image.BICUBIC)).clip(0, 255)
+    return torch.from_numpy(out)
+
+
+def space_name(dims: int = DIMS, resize: str = "legacy") -> str:
+    """`inception` (pool3, legacy resize), `inception<dims>` for another block, `_clean` added
+    for clean resizing: numbers of two names never compare."""
+    return ("inception" if dims == DIMS else f"inception{dims}") + \
+        ("" if resize == "legacy" else f"_{resize}")
+
+
 class InceptionFeatures:
     """pytorch-fid's InceptionV3 pool3 (N, 2048). Takes images in [-1, 1] (the pipeline's range),
     maps them to the [0, 1] pytorch-fid expects and repeats grayscale to three channels.
 
     `dims` picks another of pytorch-fid's blocks (64, 192, 768), average-pooled as its
     `get_activations` does; the space is then named `inception<dims>` (keys `fid_inception64`),
-    since its values do not compare with pool3's. The pipeline always uses 2048."""
+    since its values do not compare with pool3's. The pipeline always uses 2048. `resize`:
+    `legacy` (pytorch-fid's bilinear, inside the network) or `clean` (`clean_resize`, before it;
+    the name gets `_clean`)."""
 
-    def __init__(self, net: pf.InceptionV3, weights: Path, dims: int = DIMS):
+    def __init__(self, net: pf.InceptionV3, weights: Path, dims: int = DIMS,
+                 resize: str = "legacy"):
+        if resize not in RESIZES:
+            raise ValueError(f"Inception resize {resize!r} is not one of {', '.join(RESIZES)}")
         self.net = net.eval().requires_grad_(False)
+        self.net.resize_input = resize == "legacy"   # clean images arrive at 299 already
         self.weights = weights
         self.dim = dims
-        self.name = "inception" if dims == DIMS else f"inception{dims}"
+        self.resize = resize
+        self.name = space_name(dims, resize)
 
     @classmethod
-    def load(cls, device: str | torch.device = "cpu", dims: int = DIMS) -> "InceptionFeatures":
+    def load(cls, device: str | torch.device = "cpu", dims: int = DIMS,
+             resize: str = "legacy") -> "InceptionFeatures":
         """pytorch-fid's network with the weights file read as tensors only (`weights_only`:
         pytorch-fid's own loader would unpickle whatever the cache holds)."""
         if dims not in pf.InceptionV3.BLOCK_INDEX_BY_DIM:
@@ -86,7 +131,7 @@ class InceptionFeatures:
             raise UserError(f"{path}: not pytorch-fid's Inception weights "
                             f"({str(e).splitlines()[0][:200]}); replace it with {WEIGHTS_URL}"
                             ) from None
-        return cls(wrap(net, dims).to(device), path, dims)
+        return cls(wrap(net, dims).to(device), path, dims, resize)
 
     @property
     def device(self) -> torch.device:
@@ -100,7 +145,10 @@ class InceptionFeatures:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] not in (1, 3):
             raise ValueError(f"Inception takes 1- or 3-channel images, got {x.shape[1]} channels")
-        x = (x.to(self.device, torch.float32) + 1) / 2
+        if self.resize == "clean":
+            x = clean_resize(x).to(self.device) / 255
+        else:
+            x = (x.to(self.device, torch.float32) + 1) / 2
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         out = self.net(x)[0]
@@ -109,7 +157,7 @@ class InceptionFeatures:
         return out.flatten(1)
 
     def provenance(self) -> dict[str, str]:
-        return {"inception_weights": WEIGHTS_FILE}
+        return {"inception_weights": WEIGHTS_FILE}   # the resize is in `name`
 
 
 def fid_inception_structure() -> torch.nn.Module:

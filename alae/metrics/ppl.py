@@ -15,6 +15,12 @@ numpy's `lower`/`higher` percentile methods, as StyleGAN). The distance d is `ev
   fallback); images above 256 px are area-downsampled to 256 as StyleGAN does.
 The metric key names the distance: `ppl_full_classifier`, `ppl_end_lpips`, ...
 
+`evaluate.ppl_crop: face` follows StyleGAN's protocol for face models (also the ALAE authors'
+`metrics/ppl.py`): before the distance, each image is cropped to its central face region (rows
+3/8 to 7/8, columns 2/8 to 6/8 of the side, c = side // 8) and, when that crop is above 256 px,
+box-downsampled by the integer factor crop // 256 (1024 px -> a 512 crop -> 256). Keys then end
+in `_facecrop` (`ppl_full_lpips_facecrop`).
+
 Notes. `end` takes t in {0, 1} (the paper's "path endpoints"); StyleGAN's code uses t = 0 only,
 which has the same distribution to first order in eps. `full` and `end` use the same z pairs for a
 seed. Sample i's z0, z1, t and per-pixel noise come from seeds of (seed, i) alone
@@ -42,6 +48,7 @@ SAMPLINGS = ("full", "end")
 VGG_FILE = "vgg16-397923af.pth"   # torchvision's ImageNet VGG16, which lpips loads
 VGG_URL = f"https://download.pytorch.org/models/{VGG_FILE}"
 DISTANCES = ("classifier", "lpips")
+CROPS = {"none": "", "face": "_facecrop"}   # evaluate.ppl_crop -> suffix of the metric keys
 
 
 class PathDistance(Protocol):
@@ -59,8 +66,12 @@ class FeatureDistance:
 
     @torch.inference_mode()
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        fa = F.normalize(self.extractor(a).double(), dim=1)
-        fb = F.normalize(self.extractor(b).double(), dim=1)
+        return self.of_features(self.extractor(a), self.extractor(b))
+
+    @staticmethod
+    def of_features(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+        """The distance of features already computed by the extractor."""
+        fa, fb = F.normalize(fa.double(), dim=1), F.normalize(fb.double(), dim=1)
         return (fa - fb).pow(2).sum(1)
 
     def provenance(self) -> dict[str, str]:
@@ -103,20 +114,34 @@ def lpips_missing() -> Optional[str]:
     return None
 
 
-def load_distance(name: str, classifier, device: str | torch.device = "cpu"
-                  ) -> Optional[PathDistance]:
-    """PPL's distance `evaluate.ppl_distance`: `lpips` (UserError naming what is missing when it
+def load_distance(name: str, classifier, device: str | torch.device = "cpu",
+                  key: str = "evaluate.ppl_distance") -> Optional[PathDistance]:
+    """The image distance `name` chosen by the params key `key` (PPL's `evaluate.ppl_distance`,
+    or `evaluate.rec_distance`): `lpips` (UserError naming the key and what is missing when it
     cannot be had) or `classifier`, the feature distance of `classifier` (None when there is no
-    featurenet: the data has no labels, and PPL is skipped with a note)."""
+    featurenet: the data has no labels, and the metric is skipped with a note)."""
     if name == "lpips":
         missing = lpips_missing()
         if missing:
-            raise UserError(f"evaluate.ppl_distance lpips: {missing}; or set "
-                            "evaluate.ppl_distance: classifier")
+            raise UserError(f"{key} lpips: {missing}; or set {key}: classifier")
         return LpipsDistance(device)
     if name == "classifier":
         return FeatureDistance(classifier) if classifier is not None else None
     raise ValueError(f"PPL distance {name!r} is not one of {', '.join(DISTANCES)}")
+
+
+def face_crop(x: torch.Tensor) -> torch.Tensor:
+    """StyleGAN's PPL crop of square face images (module docstring): the central face region,
+    box-downsampled by an integer factor when it is above 256 px."""
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"the face crop takes square images, got {tuple(x.shape[-2:])}")
+    c = x.shape[-1] // 8
+    x = x[..., 3 * c:7 * c, 2 * c:6 * c]
+    factor = x.shape[-1] // 256
+    if factor > 1:
+        n, ch, h, w = x.shape
+        x = x.reshape(n, ch, h // factor, factor, w // factor, factor).mean((3, 5))
+    return x
 
 
 def draw_pairs(n: int, latent: int, seed: int,
@@ -138,9 +163,13 @@ def draw_pairs(n: int, latent: int, seed: int,
 
 @torch.inference_mode()
 def path_lengths(model: torch.nn.Module, distance: Callable, n: int, sampling: str, seed: int,
-                 batch_size: int, eps: float = EPSILON, progress: bool = True) -> np.ndarray:
+                 batch_size: int, eps: float = EPSILON, progress: bool = True,
+                 crop: str = "none") -> np.ndarray:
     """The n unfiltered samples l (float64) of the module docstring, for `model.mapping` (F) and
-    `model.decode` (G, which takes G's per-pixel noise as `noise`)."""
+    `model.decode` (G, which takes G's per-pixel noise as `noise`); `crop`: `evaluate.ppl_crop`."""
+    if crop not in CROPS:
+        raise ValueError(f"PPL crop {crop!r} is not one of {', '.join(CROPS)}")
+    view = face_crop if crop == "face" else (lambda x: x)
     z0, z1, t = draw_pairs(n, int(model.latent), seed, sampling)
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
@@ -159,7 +188,7 @@ def path_lengths(model: torch.nn.Module, distance: Callable, n: int, sampling: s
             a = model.decode(torch.lerp(w0, w1, tb), noise=draws.noise(seed, "ppl", samples))
             b = model.decode(torch.lerp(w0, w1, tb + eps),
                              noise=draws.noise(seed, "ppl", samples))
-            out.append(distance(a, b).double().cpu() / eps ** 2)
+            out.append(distance(view(a), view(b)).double().cpu() / eps ** 2)
     return torch.cat(out).numpy()
 
 
@@ -172,6 +201,7 @@ def filtered_mean(lengths: np.ndarray) -> float:
 
 
 def perceptual_path_length(model: torch.nn.Module, distance: Callable, n: int, sampling: str,
-                           seed: int, batch_size: int, progress: bool = True) -> float:
+                           seed: int, batch_size: int, progress: bool = True,
+                           crop: str = "none") -> float:
     return filtered_mean(path_lengths(model, distance, n, sampling, seed, batch_size,
-                                      progress=progress))
+                                      progress=progress, crop=crop))
