@@ -203,3 +203,13 @@ def test_bad_shard_params_are_one_line_naming_the_key(raw, message):
     with pytest.raises(ConfigError) as err:
         parse_params({"data": raw})
     assert str(err.value) == message
+
+
+def test_bench_data_measures_one_configuration(folder):
+    from benchmarks.data_speed import measure
+
+    row = measure(folder, workers=2, encoding="auto")
+    assert (row["encoding"], row["images"]) == ("npy", 80)  # 256 px: auto stores raw arrays
+    assert row["mb_per_img"] == pytest.approx(256 * 256 * 3 / 1e6, rel=0.01)
+    assert row["img_per_s"] > 0 and row["decode_img_per_s"] > 0 and row["pss_all_mib"] > 0
+    assert not list(folder.parent.glob("bench-data-*"))  # its shards are removed

@@ -39,7 +39,9 @@ IN_FLIGHT = 2       # chunks queued or running per worker, beyond which reading 
 
 def worker_count(workers: int) -> int:
     """`data.workers` as a number of processes: 0 means every core this process may use."""
-    return workers or len(os.sched_getaffinity(0))
+    if workers:
+        return workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class _Encoder:
@@ -97,11 +99,12 @@ def encoded_samples(source: Source, split: str, cfg: DataConfig
     encoder = _Encoder(source.preparer(), resolve(cfg.encoding, cfg.resolution), cfg.jpeg_quality)
     workers = worker_count(cfg.workers)
     jobs = source.jobs(split)
-    with closing(jobs):  # a source reading a `pipe:` command reaps it when stopped early
-        if workers == 1:
-            yield from source.keyed(split, ((encoder(job), label) for job, label in jobs))
-        else:
-            yield from source.keyed(split, _in_workers(encoder, jobs, workers))
+    prepared = (((encoder(job), label) for job, label in jobs) if workers == 1
+                else _in_workers(encoder, jobs, workers))
+    # Closed when the writer stops early (data.limit) or fails: the workers are stopped, and a
+    # source reading a `pipe:` command reaps it.
+    with closing(jobs), closing(prepared):
+        yield from source.keyed(split, prepared)
 
 
 def write_split(source: Source, split: str, folder: Path, cfg: DataConfig) -> list[dict]:
