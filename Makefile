@@ -7,7 +7,7 @@ PORT ?= 5000
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup test-deps run test ui team-server dataset clean-runs bench sweep
+.PHONY: setup test-deps run test ui team-server dataset clean-runs bench bench-data sweep
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ test: setup test-deps
 
 bench: setup  # narrow it with e.g. BENCH_ARGS="--configs mnist --levels 3"
 	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
+
+# The shard stage at scale: a synthetic folder of BENCH_DATA_COUNT 256 px colour images
+# (data/synth/bench-30k, made by scripts/synth_images.py when missing), sharded with 1 and 2
+# workers in each encoding: img/s, bytes, peak memory, decode img/s (benchmarks/data_results.json).
+BENCH_DATA_COUNT ?= 30000
+bench-data: setup
+	$(VENV)/bin/python -m benchmarks.data_speed --count $(BENCH_DATA_COUNT) $(BENCH_DATA_ARGS)
 
 # Queue every candidate x seed of GRID as a DVC experiment, run them one at a time, export the
 # MLflow runs to sweeps/<name>.csv and regenerate the README's sweep table and figure.

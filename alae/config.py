@@ -29,6 +29,7 @@ class ConfigError(UserError, ValueError):
 
 
 SOURCES = ("fashion-mnist", "mnist-idx", "folder", "shards")
+ENCODING_CHOICES = ("auto", "png", "jpeg", "npy")  # data.encoding (alae/data/encoding.py)
 DEFAULT_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
@@ -51,6 +52,9 @@ class DataConfig:
     test_fraction: float = 0.1      # folder source: share of images in the test split
     shard_size: int = 10000         # samples per tar shard
     allow_pipe: bool = False        # let data.path be a webdataset `pipe:` URL (a shell command)
+    workers: int = 0                # shard stage processes decoding and encoding; 0 = all cores
+    encoding: str = "auto"          # image inside the shards: auto | png | jpeg | npy
+    jpeg_quality: int = 95          # encoding jpeg: its quality (1-100)
 
     def check(self) -> None:
         _choice("data.source", self.source, SOURCES)
@@ -62,6 +66,10 @@ class DataConfig:
         _require("data.test_fraction", self.test_fraction, 0.0 < self.test_fraction < 1.0,
                  "between 0 and 1")
         _require("data.shard_size", self.shard_size, self.shard_size >= 1, ">= 1")
+        _require("data.workers", self.workers, self.workers >= 0, ">= 0 (0: all cores)")
+        _choice("data.encoding", self.encoding, ENCODING_CHOICES)
+        _require("data.jpeg_quality", self.jpeg_quality, 1 <= self.jpeg_quality <= 100,
+                 "in 1..100")
         if self.source in ("mnist-idx", "folder", "shards") and not self.path:
             raise ConfigError(f"data.path: required for data.source={self.source!r}")
         if is_pipe_url(self.path):

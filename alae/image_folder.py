@@ -22,11 +22,11 @@ from typing import Iterator, Optional
 from PIL import Image
 
 from alae.config import DataConfig
-from alae.data.format import FORMAT_VERSION, MANIFEST
+from alae.data.format import MANIFEST
 # The shard stage's writer of one split: write_shards itself insists on a non-empty train split
 # (and a test_fraction below 1), which a reference-only folder does not have.
-from alae.data.shards import _write_split
-from alae.data.sources import FolderSource, _printable
+from alae.data.shards import manifest_for, write_split
+from alae.data.sources import FolderSource, printable, skipped_lines
 from alae.errors import DataError, UserError
 from alae.io import file_sha256, write_json
 
@@ -42,7 +42,6 @@ SMALL_SHARE = 0.5
 # The authors' configurations trained on aligned faces (alae/official.py): their README and ours
 # ("The authors' released models") say they expect FFHQ-aligned crops.
 FACE_CONFIGS = ("ffhq", "celeba", "celeba-hq256")
-SHOWN_SKIPPED = 5
 
 
 def data_kind(path: str | Path) -> str:
@@ -102,7 +101,7 @@ class ImageFolder:
                     w, h = img.size
             except Exception:  # noqa: BLE001 - the source refuses it, with its reason, when read
                 continue
-            example = f"{_printable(rel)} {w}x{h}"
+            example = f"{printable(rel)} {w}x{h}"
             if max(w, h) > ASPECT_LIMIT * min(w, h):
                 odd.append(example)
             if min(w, h) < SMALL_SHARE * res:
@@ -130,7 +129,7 @@ class ImageFolder:
         with tempfile.TemporaryDirectory(prefix="alae-image-folder-") as tmp:
             out = Path(tmp)
             try:
-                shards = _write_split(source, "test", out, cfg)
+                shards = write_split(source, "test", out, cfg)
             except DataError:
                 failed = source.skipped[scanned:]
                 if len(failed) < len(self.items):
@@ -140,29 +139,12 @@ class ImageFolder:
                 raise DataError(f"{self.folder}: none of its {len(self.items)} image files "
                                 f"decodes (e.g. {failed[0]['path']}: {failed[0]['reason']})"
                                 ) from None
-            self.manifest = {
-                "format_version": FORMAT_VERSION,
-                "source": cfg.source,
-                "source_path": str(self.folder.resolve()),
-                "resolution": cfg.resolution,
-                "channels": cfg.channels,
-                "label_names": source.label_names,
-                "counts": {"train": 0, "test": sum(s["count"] for s in shards)},
-                "limit": None,
-                "shard_size": cfg.shard_size,
-                "test_fraction": 1.0,
-                "shards": {"train": [], "test": shards},
-                "skipped": source.skipped,
-            }
+            self.manifest = manifest_for(cfg, source, {"train": [], "test": shards},
+                                         test_fraction=1.0)
             write_json(out / MANIFEST, self.manifest)
             yield out
 
     def skipped_lines(self, prefix: str) -> list[str]:
         """The files the folder source refused, each with its reason, as the shard stage reports
-        them (stages/shard.py): the first few, then how many more."""
-        skipped = self.source.skipped
-        lines = [f"{prefix}: skipped {self.folder / s['path']}: {s['reason']}"
-                 for s in skipped[:SHOWN_SKIPPED]]
-        if len(skipped) > SHOWN_SKIPPED:
-            lines.append(f"{prefix}: ... and {len(skipped) - SHOWN_SKIPPED} more skipped files")
-        return lines
+        them: the first few, then how many more."""
+        return skipped_lines(self.source.skipped, self.folder, prefix)

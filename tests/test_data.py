@@ -17,7 +17,7 @@ from PIL import Image
 
 from alae.config import ConfigError, DataConfig, parse_params
 from alae.data import eval_batches, open_source, read_manifest, train_batches, write_shards
-from alae.data.format import decode_png, raw_samples, shard_paths
+from alae.data.format import raw_samples, sample_image, shard_paths
 from alae.data.sources import load_image
 from alae.errors import DataError
 
@@ -60,7 +60,8 @@ def write_idx_set(folder: Path, n_train=7, n_test=5, seed=0) -> dict:
 def read_split(shards_dir: Path, split: str) -> list[tuple[str, np.ndarray, int | None]]:
     """Every stored sample of a split, in order: (key, uint8 pixels, label)."""
     manifest = read_manifest(shards_dir)
-    return [(s["__key__"], np.asarray(decode_png(s["png"])), int(s["cls"]) if "cls" in s else None)
+    return [(s["__key__"], np.asarray(sample_image(s, manifest)),
+             int(s["cls"]) if "cls" in s else None)
             for s in raw_samples(shard_paths(shards_dir, manifest, split))]
 
 

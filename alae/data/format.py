@@ -6,10 +6,13 @@ Layout of a shard folder:
     train-000000.tar, train-000001.tar, ...   samples `<key>.png` (+ `<key>.cls` when labelled)
     test-000000.tar, ...
     manifest.json                             what was written, from what, with sha256 per shard
+
+The image member is `.png` unless the manifest's `encoding` says otherwise (`jpeg`: `.jpg`,
+`npy`: `.npy`, alae/data/encoding.py). PNG manifests have no `encoding` key, as before there was a
+choice, so those written earlier read the same and the default ones stay byte-identical.
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 import tarfile
@@ -19,6 +22,7 @@ from typing import Any, BinaryIO, Iterable, Iterator, Optional
 from PIL import Image
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from alae.data.encoding import ENCODINGS, EXTENSION, decode
 from alae.errors import DataError
 from alae.io import file_sha256
 
@@ -50,7 +54,16 @@ def read_manifest(shards_dir: str | Path) -> dict:
         if split not in manifest["shards"] or split not in manifest["counts"]:
             raise DataError(f"{path}: no {split!r} split listed")
         _check_entries(path, split, manifest["shards"][split])
+    if manifest_encoding(manifest) not in ENCODINGS:
+        raise DataError(f"{path}: encoding {manifest['encoding']!r} is not one this code reads "
+                        f"({', '.join(ENCODINGS)})")
     return manifest
+
+
+def manifest_encoding(manifest: Optional[dict]) -> str:
+    """How a shard set stores each image: `png` where the manifest names none (or is None: a
+    `pipe:` source's tars, which hold `.png` samples)."""
+    return (manifest or {}).get("encoding", "png")
 
 
 def _check_entries(path: Path, split: str, entries: Any) -> None:
@@ -86,7 +99,8 @@ def tar_samples(stream: BinaryIO, url: str) -> Iterator[dict]:
 
 
 def raw_samples(paths: Iterable[Path], manifest: Optional[dict] = None) -> Iterator[dict]:
-    """Undecoded samples ({"__key__", "png", "cls"?}) from tar shards, in file order.
+    """Undecoded samples ({"__key__", "png" (or "jpg", "npy"), "cls"?}) from tar shards, in
+    file order.
 
     The files are opened here and webdataset only gets the open stream: it never sees a name it
     could take for a URL (a `pipe:` one runs a shell command). With the manifest, a shard that
@@ -133,13 +147,6 @@ def _changed(path: Path, manifest: Optional[dict]) -> str:
     return "; the file changed since it was written (sha256 differs from manifest.json)"
 
 
-def decode_png(data: bytes) -> Image.Image:
-    # Naming the format skips Pillow's probing of every plugin: noticeable at thousands of img/s.
-    img = Image.open(io.BytesIO(data), formats=("PNG",))
-    img.load()
-    return img
-
-
 def bad_sample(sample: dict, problem: str, manifest: Optional[dict] = None) -> DataError:
     """`<shard>: sample <key> <problem>`, plus whether the shard changed since it was written."""
     url = sample.get("__url__", "?")
@@ -148,13 +155,18 @@ def bad_sample(sample: dict, problem: str, manifest: Optional[dict] = None) -> D
 
 
 def sample_image(sample: dict, manifest: Optional[dict] = None) -> Image.Image:
-    """A raw sample's decoded PNG; DataError naming the shard and the key when it is damaged."""
-    if "png" not in sample:
-        raise bad_sample(sample, "has no .png file", manifest)
+    """A raw sample's decoded image, by the manifest's encoding; DataError naming the shard and
+    the key when it is damaged."""
+    encoding = manifest_encoding(manifest)
+    member = EXTENSION[encoding]
+    if member not in sample:
+        raise bad_sample(sample, f"has no .{member} file (manifest.json: {encoding} encoding)",
+                         manifest)
     try:
-        return decode_png(sample["png"])
-    except Exception as e:  # noqa: BLE001 - Pillow raises many types for damaged data
-        problem = f"does not decode as PNG ({type(e).__name__}: {short_reason(e)})"
+        return decode(sample[member], encoding)
+    except Exception as e:  # noqa: BLE001 - Pillow and numpy raise many types for damaged data
+        problem = (f"does not decode as {encoding.upper()} "
+                   f"({type(e).__name__}: {short_reason(e)})")
         raise bad_sample(sample, problem, manifest) from None
 
 

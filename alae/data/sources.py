@@ -4,6 +4,13 @@ Every source yields `(split, key, image, label)` lazily, one image at a time, wi
 already at the stored resolution and channel count (a PIL image in mode "L" or "RGB") and the label
 an int or None. Memory stays bounded by one image (or one block of IDX records), never the dataset.
 
+The work is split in two so that the shard writer can run the costly half in worker processes:
+`jobs(split)` lists, in order, what each image needs (a file name, a block's pixels, a raw sample)
+with its label, cheaply in this process; `preparer()` is a picklable function that turns one job
+into the stored image (decode, orient, crop, resize) or a `Skipped`. `samples(split)` runs both
+in this process; the writer runs the same jobs in any number of processes and puts the results
+back in job order, so keys, skips and bytes do not depend on the number of workers.
+
 IDX images (28×28) are zero-padded by 2 px to 32×32 as the reference ALAE does (DESIGN.md,
 "Data"), then resized with antialiasing if the stored resolution differs. Folder images are centre-cropped to
 square and resized with LANCZOS.
@@ -20,8 +27,9 @@ import subprocess
 import tarfile
 import warnings
 import zlib
+from functools import partial
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -33,6 +41,16 @@ from alae.data.format import (SPLITS, bad_sample, raw_samples, read_manifest, sa
 from alae.errors import DataError
 
 Sample = tuple[str, str, Image.Image, Optional[int]]
+Job = tuple[Any, Optional[int]]   # what one image needs (picklable), and its label
+
+
+class Skipped(NamedTuple):
+    """A preparer's answer for a file that is not used: its relative path and why."""
+    path: str
+    reason: str
+
+
+Preparer = Callable[[Any], Union[Image.Image, Skipped]]
 
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -66,6 +84,50 @@ def open_source(cfg: DataConfig):
     if cfg.source == "shards":
         return PipeShardSource(cfg) if is_pipe_url(cfg.path) else ShardSource(cfg)
     raise DataError(f"data.source: unknown source {cfg.source!r}")
+
+
+class Source:
+    """What every source shares: its skipped files, and running its jobs in this process."""
+
+    label_names: Optional[list[str]]
+    skipped: list[dict]
+
+    def jobs(self, split: str) -> Iterator[Job]:
+        """A generator (the shard writer closes it when it stops early)."""
+        raise NotImplementedError
+
+    def preparer(self) -> Preparer:
+        raise NotImplementedError
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        prepare = self.preparer()
+        return self.keyed(split, ((prepare(job), label) for job, label in self.jobs(split)))
+
+    def keyed(self, split: str, prepared: Iterator[tuple[Any, Optional[int]]]
+              ) -> Iterator[tuple[str, str, Any, Optional[int]]]:
+        """Prepared jobs, in job order, as `(split, key, result, label)`: a `Skipped` is recorded
+        and takes no key, so keys count only the images stored."""
+        index = 0
+        for result, label in prepared:
+            if isinstance(result, Skipped):
+                self._skip(result.path, result.reason)
+                continue
+            yield split, sample_key(split, index), result, label
+            index += 1
+
+    def _skip(self, rel: str, reason: str) -> None:
+        self.skipped.append({"path": printable(rel), "reason": reason})
+
+
+def skipped_lines(skipped: list[dict], root: str | Path, prefix: str, listed_in: str = "",
+                  shown: int = 5) -> list[str]:
+    """The first `shown` skipped files (paths under `root`) with their reasons, then how many
+    more: a skip is a decision about the user's data, so it is said, not only recorded."""
+    lines = [f"{prefix}: skipped {Path(root) / s['path']}: {s['reason']}" for s in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"{prefix}: ... and {len(skipped) - shown} more skipped files"
+                     + (f" (listed under \"skipped\" in {listed_in})" if listed_in else ""))
+    return lines
 
 
 def fit_image(img: Image.Image, resolution: int, channels: int) -> Image.Image:
@@ -109,7 +171,7 @@ def _idx_header(f, path: Path, magic: int, ndim: int) -> tuple[int, ...]:
     return struct.unpack(f">{ndim}I", _read_exact(f, 4 * ndim, path))
 
 
-class IdxSource:
+class IdxSource(Source):
     """MNIST-format IDX files (Fashion-MNIST, MNIST...), gzipped or not; the official split."""
 
     def __init__(self, cfg: DataConfig, label_names: list[str]):
@@ -159,13 +221,13 @@ class IdxSource:
     def count(self, split: str) -> int:
         return self._counts[split]
 
-    def samples(self, split: str) -> Iterator[Sample]:
+    def jobs(self, split: str) -> Iterator[Job]:
+        """Each image's zero-padded 32x32 pixels, read a block of records at a time."""
         path = self.files[split][0]
         labels = self._labels[split]
         n = self._counts[split]
         pixels = IDX_SIDE * IDX_SIDE
         block = 1000  # records decoded per read: one numpy call instead of one per image
-        res, channels = self.cfg.resolution, self.cfg.channels
         with _open_maybe_gzip(path) as f:
             _idx_header(f, path, IDX_IMAGES_MAGIC, 3)
             for start in range(0, n, block):
@@ -174,13 +236,17 @@ class IdxSource:
                 padded = np.pad(raw.reshape(count, IDX_SIDE, IDX_SIDE),
                                 ((0, 0), (IDX_PAD, IDX_PAD), (IDX_PAD, IDX_PAD)))
                 for j in range(count):
-                    img = Image.fromarray(padded[j], "L")
-                    if res != padded.shape[1]:
-                        img = img.resize((res, res), Image.LANCZOS)
-                    if channels == 3:
-                        img = img.convert("RGB")
-                    i = start + j
-                    yield split, sample_key(split, i), img, int(labels[i])
+                    yield padded[j], int(labels[start + j])
+
+    def preparer(self) -> Preparer:
+        return partial(_idx_image, resolution=self.cfg.resolution, channels=self.cfg.channels)
+
+
+def _idx_image(pixels: np.ndarray, resolution: int, channels: int) -> Image.Image:
+    img = Image.fromarray(pixels, "L")
+    if resolution != pixels.shape[0]:
+        img = img.resize((resolution, resolution), Image.LANCZOS)
+    return img.convert("RGB") if channels == 3 else img
 
 
 # -------------------------------------------------------------------------------------- folder
@@ -236,7 +302,7 @@ def _split_of(rel: str, test_fraction: float) -> str:
     return "test" if h / 2.0 ** 64 < test_fraction else "train"
 
 
-def _printable(name: str) -> str:
+def printable(name: str) -> str:
     """A file name as text every JSON reader and terminal takes. Linux names are bytes; Python
     carries those that are not UTF-8 as lone surrogates, which become `\\xff` here."""
     return os.fsencode(name).decode("utf-8", "backslashreplace")
@@ -253,7 +319,7 @@ def _os_problem(path: Path, e: Exception) -> Optional[str]:
     return f"unreadable file ({e.strerror})"
 
 
-class FolderSource:
+class FolderSource(Source):
     """A folder of images, searched recursively; labels from first-level sub-folders.
 
     Hidden files and folders (names starting with ".") are ignored. When images sit in first-level
@@ -277,7 +343,7 @@ class FolderSource:
         nested = [rel for rel in candidates if "/" in rel]
         if nested:
             classes = sorted({rel.split("/", 1)[0] for rel in nested})
-            self.label_names: Optional[list[str]] = [_printable(c) for c in classes]
+            self.label_names: Optional[list[str]] = [printable(c) for c in classes]
             for rel in candidates:
                 if "/" not in rel:
                     self._skip(rel, "image at the top level of a folder whose images are in "
@@ -310,9 +376,9 @@ class FolderSource:
                 if first is not None:
                     if not first or rel_dir.startswith(first + "/"):  # `first` encloses it
                         self._skip(rel_dir, "link loop: leads back to "
-                                            f"{_printable(first) or 'the source folder'}")
+                                            f"{printable(first) or 'the source folder'}")
                     else:
-                        self._skip(rel_dir, f"the same folder as {_printable(first)}, read once")
+                        self._skip(rel_dir, f"the same folder as {printable(first)}, read once")
                     continue
                 read[st.st_dev, st.st_ino] = rel_dir
                 with os.scandir(folder) as it:
@@ -331,9 +397,6 @@ class FolderSource:
                 (subdirs if is_dir else found).append(rel)
             todo += reversed(subdirs)  # depth first, in name order: the same walk every time
         return sorted(found)
-
-    def _skip(self, rel: str, reason: str) -> None:
-        self.skipped.append({"path": _printable(rel), "reason": reason})
 
     def _sniff(self, rel: str) -> bool:
         """Header check only (cheap); full decoding errors are caught while streaming.
@@ -370,23 +433,26 @@ class FolderSource:
     def count(self, split: str) -> int:
         return len(self.items[split])
 
-    def samples(self, split: str) -> Iterator[Sample]:
-        index = 0
-        for rel, label in self.items[split]:
-            path = self.root / rel
-            try:
-                img = load_image(path, self.cfg.resolution, self.cfg.channels)
-            except Exception as e:  # truncated or corrupt data past the header, or a file gone
-                self._skip(rel, _os_problem(path, e) or
-                           f"unreadable image ({type(e).__name__}: {e})")
-                continue
-            yield split, sample_key(split, index), img, label
-            index += 1
+    def jobs(self, split: str) -> Iterator[Job]:
+        yield from self.items[split]
+
+    def preparer(self) -> Preparer:
+        return partial(_folder_image, self.root, resolution=self.cfg.resolution,
+                       channels=self.cfg.channels)
+
+
+def _folder_image(root: Path, rel: str, resolution: int, channels: int
+                  ) -> Image.Image | Skipped:
+    path = root / rel
+    try:
+        return load_image(path, resolution, channels)
+    except Exception as e:  # truncated or corrupt data past the header, or a file gone
+        return Skipped(rel, _os_problem(path, e) or f"unreadable image ({type(e).__name__}: {e})")
 
 
 # -------------------------------------------------------------------------------------- shards
 
-class ShardSource:
+class ShardSource(Source):
     """Shards written by this project, re-encoded at the configured resolution and channels."""
 
     def __init__(self, cfg: DataConfig):
@@ -399,18 +465,25 @@ class ShardSource:
     def count(self, split: str) -> int:
         return int(self.manifest["counts"][split])
 
-    def samples(self, split: str) -> Iterator[Sample]:
+    def jobs(self, split: str) -> Iterator[Job]:
         paths = shard_paths(self.root, self.manifest, split)
         labels = self.label_names
-        for index, raw in enumerate(raw_samples(paths, self.manifest)):
-            img = fit_image(sample_image(raw, self.manifest), self.cfg.resolution,
-                            self.cfg.channels)
+        for raw in raw_samples(paths, self.manifest):
             label = (sample_label(raw, len(labels), self.manifest, required=True)
                      if labels is not None else None)
-            yield split, sample_key(split, index), img, label
+            yield raw, label
+
+    def preparer(self) -> Preparer:
+        return partial(_shard_image, manifest=self.manifest, resolution=self.cfg.resolution,
+                       channels=self.cfg.channels)
 
 
-class PipeShardSource:
+def _shard_image(raw: dict, manifest: Optional[dict], resolution: int, channels: int
+                 ) -> Image.Image:
+    return fit_image(sample_image(raw, manifest), resolution, channels)
+
+
+class PipeShardSource(Source):
     """Webdataset shards read through a `pipe:` URL pattern (only with data.allow_pipe: true).
 
     `{split}` in the pattern becomes train or test, then webdataset's brace ranges expand it
@@ -435,11 +508,9 @@ class PipeShardSource:
     def count(self, split: str) -> None:
         return None
 
-    def samples(self, split: str) -> Iterator[Sample]:
-        index = 0
+    def jobs(self, split: str) -> Iterator[Job]:
         for url in self.urls[split]:
             for raw in _command_samples(url):
-                img = fit_image(sample_image(raw), self.cfg.resolution, self.cfg.channels)
                 label = sample_label(raw, None)
                 if self._labelled is None:
                     self._labelled = label is not None
@@ -449,8 +520,11 @@ class PipeShardSource:
                                      "has a .cls label while earlier samples have none")
                 if label is not None:
                     self._top_label = max(self._top_label, label)
-                yield split, sample_key(split, index), img, label
-                index += 1
+                yield raw, label
+
+    def preparer(self) -> Preparer:
+        return partial(_shard_image, manifest=None, resolution=self.cfg.resolution,
+                       channels=self.cfg.channels)
 
 
 def _command_samples(url: str) -> Iterator[dict]:
