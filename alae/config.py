@@ -30,6 +30,7 @@ class ConfigError(UserError, ValueError):
 
 SOURCES = ("fashion-mnist", "mnist-idx", "folder", "shards")
 DEFAULT_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FEATURENET_KINDS = ("classifier", "selfsup")  # what the featurenet is trained for: its space's name
 
 
 def is_pipe_url(path: Optional[str]) -> bool:
@@ -87,6 +88,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class FeaturenetConfig:
+    kind: str = "classifier"  # classifier: trained on the labels; selfsup: contrastive, no labels
     seed: int = 0            # its own seed: the feature space depends only on data and these
     epochs: int = 4
     batch_size: int = 128
@@ -94,6 +96,7 @@ class FeaturenetConfig:
     features: int = 128      # width of the penultimate layer (the FID feature space)
 
     def check(self) -> None:
+        _choice("featurenet.kind", self.kind, FEATURENET_KINDS)
         _require("featurenet.epochs", self.epochs, self.epochs >= 1, ">= 1")
         _require("featurenet.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
         _require("featurenet.lr", self.lr, self.lr > 0, "> 0")
@@ -197,7 +200,8 @@ class TrainConfig:
 class EvaluateConfig:
     num_images: int = 10000      # generated and reconstructed images per FID (the paper used 50k)
     batch_size: int = 500
-    features: str = "classifier"  # FID feature space: classifier (the featurenet) or inception
+    features: str = "classifier"  # FID feature space: the featurenet's (classifier or selfsup,
+    #                               as featurenet.kind) or inception
     seed: int = 0
     ppl_samples: int = 2000      # PPL pairs per sampling (StyleGAN used 100k, the paper 50k)
     ppl_distance: str = "classifier"  # PPL's image distance: classifier (featurenet) | lpips
@@ -207,7 +211,7 @@ class EvaluateConfig:
     def check(self) -> None:
         _require("evaluate.num_images", self.num_images, self.num_images >= 2, ">= 2")
         _require("evaluate.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
-        _choice("evaluate.features", self.features, ("classifier", "inception"))
+        _choice("evaluate.features", self.features, (*FEATURENET_KINDS, "inception"))
         _require("evaluate.ppl_samples", self.ppl_samples, self.ppl_samples >= 2, ">= 2")
         _choice("evaluate.ppl_distance", self.ppl_distance, ("classifier", "lpips"))
         _require("evaluate.seed", self.seed, self.seed >= 0, ">= 0")
@@ -252,6 +256,10 @@ class Params:
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
                 value.check()
+        features, kind = self.evaluate.features, self.featurenet.kind
+        if features in FEATURENET_KINDS and features != kind:
+            raise ConfigError(f"evaluate.features: {features!r} is the featurenet's space, and "
+                              f"featurenet.kind is {kind!r} (make them equal, or use inception)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

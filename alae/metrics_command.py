@@ -65,9 +65,10 @@ def reference_only(names: list[str], data: str, named: bool) -> list[str]:
               help="shard folder (the shard stage's) or folder of images (recursive; class "
                    "sub-folders are labels), read at the model's resolution as the test split")
 @click.option("--features", default=DEFAULTS.features, show_default=True,
-              type=click.Choice(["classifier", "inception"]), help="feature space")
+              type=click.Choice(["classifier", "selfsup", "inception"]),
+              help="feature space (classifier or selfsup: the featurenet file's kind)")
 @click.option("--featurenet", default="models/featurenet.pt", show_default=True,
-              type=click.Path(dir_okay=False), help="the classifier space's network")
+              type=click.Path(dir_okay=False), help="the classifier or selfsup space's network")
 @click.option("--num-images", default=DEFAULTS.num_images, show_default=True,
               type=click.IntRange(min=2), help="samples (and reconstructions) per metric")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=click.IntRange(min=0))
