@@ -135,10 +135,11 @@ def import_official(checkpoint: str, config: str, out: str, weights: str,
 @click.argument("path_a", type=click.Path())
 @click.argument("path_b", type=click.Path())
 @click.option("--features", default="classifier", show_default=True,
-              type=click.Choice(["classifier", "inception"]),
-              help="feature space: the featurenet (offline) or pytorch-fid's Inception")
+              type=click.Choice(["classifier", "selfsup", "inception"]),
+              help="feature space: the featurenet's (offline; classifier or selfsup, as it was "
+                   "trained) or pytorch-fid's Inception")
 @click.option("--featurenet", default="models/featurenet.pt", show_default=True,
-              type=click.Path(dir_okay=False), help="the classifier space's network")
+              type=click.Path(dir_okay=False), help="the classifier or selfsup space's network")
 @click.option("--dims", default=2048, show_default=True,
               type=click.Choice(["64", "192", "768", "2048"]), callback=lambda c, p, v: int(v),
               help="Inception block, as pytorch-fid's --dims (2048, pool3, is the standard)")

@@ -31,6 +31,7 @@ class ConfigError(UserError, ValueError):
 SOURCES = ("fashion-mnist", "mnist-idx", "folder", "shards")
 ENCODING_CHOICES = ("auto", "png", "jpeg", "npy")  # data.encoding (alae/data/encoding.py)
 DEFAULT_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FEATURENET_KINDS = ("classifier", "selfsup")  # what the featurenet is trained for: its space's name
 
 
 def is_pipe_url(path: Optional[str]) -> bool:
@@ -95,6 +96,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class FeaturenetConfig:
+    kind: str = "classifier"  # classifier: trained on the labels; selfsup: contrastive, no labels
     seed: int = 0            # its own seed: the feature space depends only on data and these
     epochs: int = 4
     batch_size: int = 128
@@ -102,6 +104,7 @@ class FeaturenetConfig:
     features: int = 128      # width of the penultimate layer (the FID feature space)
 
     def check(self) -> None:
+        _choice("featurenet.kind", self.kind, FEATURENET_KINDS)
         _require("featurenet.epochs", self.epochs, self.epochs >= 1, ">= 1")
         _require("featurenet.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
         _require("featurenet.lr", self.lr, self.lr > 0, "> 0")
@@ -202,7 +205,7 @@ class TrainConfig:
 
 
 # The evaluate section's keys with a fixed set of values (also `alae metrics`'s option choices).
-EVALUATE_CHOICES = {"features": ("classifier", "inception"),
+EVALUATE_CHOICES = {"features": (*FEATURENET_KINDS, "inception"),
                     "ppl_distance": ("classifier", "lpips"),
                     "resize": ("legacy", "clean"),
                     "reference": ("test", "train"),
@@ -214,7 +217,8 @@ EVALUATE_CHOICES = {"features": ("classifier", "inception"),
 class EvaluateConfig:
     num_images: int = 10000      # generated and reconstructed images per FID (the paper used 50k)
     batch_size: int = 500
-    features: str = "classifier"  # FID feature space: classifier (the featurenet) or inception
+    features: str = "classifier"  # FID feature space: the featurenet's (classifier or selfsup,
+    #                               as featurenet.kind) or inception
     seed: int = 0
     ppl_samples: int = 2000      # PPL pairs per sampling (StyleGAN used 100k, the paper 50k)
     ppl_distance: str = "classifier"  # PPL's image distance: classifier (featurenet) | lpips
@@ -243,8 +247,8 @@ class EvaluateConfig:
             _choice(f"evaluate.{key}", getattr(self, key), choices)
         _require("evaluate.resize", self.resize,
                  self.resize == "legacy" or self.features == "inception",
-                 "legacy with evaluate.features: classifier, which resizes to its featurenet's "
-                 "resolution; clean is for inception")
+                 f"legacy with evaluate.features: {self.features}, which resizes to its "
+                 "featurenet's resolution; clean is for inception")
 
 
 @dataclass(frozen=True)
@@ -282,6 +286,10 @@ class Params:
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
                 value.check()
+        features, kind = self.evaluate.features, self.featurenet.kind
+        if features in FEATURENET_KINDS and features != kind:
+            raise ConfigError(f"evaluate.features: {features!r} is the featurenet's space, and "
+                              f"featurenet.kind is {kind!r} (make them equal, or use inception)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

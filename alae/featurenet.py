@@ -1,14 +1,21 @@
-"""The featurenet: a small CNN classifier whose penultimate layer is the offline FID feature space.
+"""The featurenet: a small CNN whose penultimate layer is the offline FID feature space.
+
+Two kinds (`featurenet.kind`, the name of the space in every metric key):
+- `classifier`: trained to classify the labels (cross-entropy);
+- `selfsup`: trained without labels, contrastively (SimCLR's NT-Xent): two random views of each
+  train image (`augment`: crop, flip, brightness/contrast and colour jitter) must find each other
+  among the batch's other views. The same network, its last layer a projection head, so an
+  unlabelled folder gets an offline feature space too.
 
 DESIGN.md ("Metrics, honestly labelled"): the classifier space depends only on the data and the
 `featurenet` params (its own seed), and the sha256 of its file goes with every number computed in
 that space. So training is deterministic (seeded init, seeded epoch order) and the file is written
 atomically in the project's `weights_only` checkpoint style.
 
-A dataset without labels has nothing to train on: `train_featurenet` raises `DataError`, and the
-featurenet stage writes a *placeholder* file instead (`save_skipped`), which `load_featurenet`
-refuses with a message pointing at Inception features. The placeholder keeps DVC's declared output
-present without pretending there is a feature space.
+A dataset without labels gives a classifier nothing to train on: `train_featurenet` raises
+`DataError`, and the featurenet stage writes a *placeholder* file instead (`save_skipped`), which
+`load_featurenet` refuses with a message pointing at `selfsup` and Inception features. The
+placeholder keeps DVC's declared output present without pretending there is a feature space.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from alae.config import FeaturenetConfig
+from alae.config import FEATURENET_KINDS, FeaturenetConfig
 from alae.data import eval_batches, read_manifest, train_batches
 from alae.errors import CheckpointError, DataError
 from alae.io import atomic_open, file_sha256
@@ -35,8 +42,12 @@ POOLED = 4              # the conv trunk ends in a POOLED x POOLED map at any in
 # costs about as much as the training itself on CPU) when they fit in this many bytes; bigger
 # labelled sets stream from the shards every epoch instead.
 CACHE_BYTES = 1 << 30
-NO_LABELS = ("has no labels, so no featurenet is trained and FID cannot use classifier features; "
-             "use evaluate.features: inception")
+NO_LABELS = ("has no labels, so no classifier featurenet is trained and FID cannot use classifier "
+             "features; choose featurenet.kind and evaluate.features: selfsup (trained without "
+             "labels), or evaluate.features: inception")
+PROJECTION = 64     # selfsup: width of the projection head's output, where the loss is taken
+TEMPERATURE = 0.5   # selfsup: NT-Xent temperature (SimCLR's setting for small images)
+KNN = 20            # selfsup on labelled data: neighbours of the k-NN accuracy it reports
 
 
 class Featurenet(nn.Module):
@@ -47,8 +58,9 @@ class Featurenet(nn.Module):
     """
 
     def __init__(self, channels: int, resolution: int, num_classes: int, features: int = 128,
-                 label_names: Optional[list[str]] = None):
+                 label_names: Optional[list[str]] = None, kind: str = "classifier"):
         super().__init__()
+        self.kind = kind                      # classifier, or selfsup: `classify` projects
         self.channels, self.resolution = channels, resolution
         self.num_classes, self.feature_dim = num_classes, features
         self.label_names = list(label_names) if label_names is not None else None
@@ -87,7 +99,8 @@ def _labelled_manifest(shards_dir) -> dict:
 
 
 def _load_train(shards_dir, manifest: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole train split at the stored resolution: uint8 images (N, C, R, R) and labels."""
+    """The whole train split at the stored resolution: uint8 images (N, C, R, R) and labels
+    (None for a dataset without them)."""
     res = int(manifest["resolution"])
     xs, ys = [], []
     for x, y in progress_bar(eval_batches(shards_dir, "train", res, 1000),
@@ -96,10 +109,10 @@ def _load_train(shards_dir, manifest: dict) -> tuple[torch.Tensor, torch.Tensor]
         # Exact: the loader maps 8-bit pixels to u / 127.5 - 1 at the stored resolution.
         xs.append(to_uint8(x))
         ys.append(y)
-    return torch.cat(xs), torch.cat(ys)
+    return torch.cat(xs), (None if ys[0] is None else torch.cat(ys))
 
 
-def _cached_epochs(images: torch.Tensor, labels: torch.Tensor,
+def _cached_epochs(images: torch.Tensor, labels: Optional[torch.Tensor],
                    cfg: FeaturenetConfig) -> Iterator[tuple]:
     """Endless batches from memory; each epoch a permutation from a generator seeded by cfg."""
     order_rng = torch.Generator().manual_seed(cfg.seed)
@@ -107,7 +120,7 @@ def _cached_epochs(images: torch.Tensor, labels: torch.Tensor,
         order = torch.randperm(len(images), generator=order_rng)
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
-            yield from_uint8(images[idx]), labels[idx]
+            yield from_uint8(images[idx]), (None if labels is None else labels[idx])
 
 
 def _train_stream(shards_dir, manifest: dict, cfg: FeaturenetConfig) -> Iterator[tuple]:
@@ -117,39 +130,116 @@ def _train_stream(shards_dir, manifest: dict, cfg: FeaturenetConfig) -> Iterator
     return train_batches(shards_dir, res, cfg.batch_size, seed=cfg.seed)
 
 
-def train_featurenet(shards_dir: str | Path, cfg: FeaturenetConfig,
-                     device: str | torch.device = "cpu") -> tuple[Featurenet, float]:
-    """Train on the train split at the stored resolution; returns (net in eval mode, test accuracy).
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One random view of each image of a batch in [-1, 1], drawn from `gen`: a crop of 50-100%
+    of the area (aspect 3:4 to 4:3) resized back, a horizontal flip half the time (one batched
+    affine warp), contrast x0.6-1.4 about the image's mean and brightness +-0.4 (in [-1, 1]
+    units), and for colour images a gain of 0.8-1.2 per channel."""
+    n, c = x.shape[:2]
 
-    Same shards and cfg, same weights (on one device type): the init draws from `cfg.seed` and the
-    batch order from a generator seeded with it. DataError when the dataset has no labels.
+    def u(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen)
+    area = 0.5 + 0.5 * u(n)
+    aspect = torch.exp((2 * u(n) - 1) * torch.log(torch.tensor(4 / 3)))
+    sx, sy = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = sx * torch.where(u(n) < 0.5, -1.0, 1.0)
+    theta[:, 1, 1] = sy
+    theta[:, 0, 2], theta[:, 1, 2] = (1 - sx) * (2 * u(n) - 1), (1 - sy) * (2 * u(n) - 1)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    v = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    mean = v.mean((1, 2, 3), keepdim=True)
+    v = (v - mean) * (0.6 + 0.8 * u(n, 1, 1, 1)).to(x.device) + mean \
+        + (0.4 * (2 * u(n, 1, 1, 1) - 1)).to(x.device)
+    if c > 1:
+        v = v * (0.8 + 0.4 * u(n, c, 1, 1)).to(x.device)
+    return v.clamp(-1, 1)
+
+
+def nt_xent(z: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
+    """SimCLR's loss of 2n projections, rows i and i + n being two views of one image: each row
+    must pick its partner out of the other 2n - 1 by cosine similarity / temperature."""
+    n = len(z) // 2
+    z = F.normalize(z, dim=1)
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, partner)
+
+
+def train_featurenet(shards_dir: str | Path, cfg: FeaturenetConfig,
+                     device: str | torch.device = "cpu") -> tuple[Featurenet, Optional[float]]:
+    """Train on the train split at the stored resolution; returns (net in eval mode, test
+    accuracy: a classifier's, or for `selfsup` on labelled data the k-NN accuracy of its
+    features; None for unlabelled data).
+
+    Same shards and cfg, same weights (on one device type): the init, the batch order and the
+    augmentations draw from generators seeded with `cfg.seed`. DataError when a classifier's
+    dataset has no labels.
     """
-    manifest = _labelled_manifest(shards_dir)
+    selfsup = cfg.kind == "selfsup"
+    manifest = read_manifest(shards_dir) if selfsup else _labelled_manifest(shards_dir)
     n_train = int(manifest["counts"]["train"])
     if n_train == 0:
         raise DataError(f"{shards_dir}: the train split is empty")
-    res = int(manifest["resolution"])
+    res, names = int(manifest["resolution"]), manifest.get("label_names")
     with torch.random.fork_rng(devices=[]):   # leave the caller's global RNG untouched
         torch.manual_seed(cfg.seed)
-        net = Featurenet(int(manifest["channels"]), res, len(manifest["label_names"]),
-                         cfg.features, manifest["label_names"])
+        net = Featurenet(int(manifest["channels"]), res, PROJECTION if selfsup else len(names),
+                         cfg.features, names, kind=cfg.kind)
     net.train_params = dataclasses.asdict(cfg)
     net.to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     steps = cfg.epochs * -(-n_train // cfg.batch_size)
     batches = _train_stream(shards_dir, manifest, cfg)
-    bar = progress_bar(range(steps), desc="featurenet: train", unit="step")
+    views = torch.Generator().manual_seed(cfg.seed + 1)
+    bar = progress_bar(range(steps), desc=f"featurenet ({cfg.kind}): train", unit="step")
     for step in bar:
         x, y = next(batches)
-        loss = F.cross_entropy(net(x.to(device)), y.to(device))
+        x = x.to(device)
+        if selfsup:
+            loss = nt_xent(net(torch.cat([augment(x, views), augment(x, views)])))
+        else:
+            loss = F.cross_entropy(net(x), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     net.eval()
-    net.test_accuracy = accuracy(net, shards_dir, "test")
+    if not selfsup:
+        net.test_accuracy = accuracy(net, shards_dir, "test")
+    elif names:
+        net.test_accuracy = knn_accuracy(net, shards_dir)
     return net, net.test_accuracy
+
+
+@torch.no_grad()
+def _split_features(net: Featurenet, shards_dir: str | Path, split: str,
+                    batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit feature vectors and labels of one split (stored order)."""
+    device = next(net.parameters()).device
+    feats, labels = [], []
+    for x, y in eval_batches(shards_dir, split, net.resolution, batch_size):
+        feats.append(F.normalize(net.features(x.to(device)), dim=1).cpu())
+        labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
+
+
+@torch.no_grad()
+def knn_accuracy(net: Featurenet, shards_dir: str | Path, k: int = KNN) -> float:
+    """Share of test images whose label is the majority of their k nearest train images by
+    cosine similarity of the features (ties: the lowest label): how much of the classes a space
+    trained without labels holds."""
+    train, train_y = _split_features(net, shards_dir, "train")
+    test, test_y = _split_features(net, shards_dir, "test")
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    correct = 0
+    for i in range(0, len(test), 1000):
+        nearest = (test[i:i + 1000] @ train.T).topk(min(k, len(train)), dim=1).indices
+        votes = F.one_hot(train_y[nearest], classes).sum(1)
+        correct += (votes.argmax(1) == test_y[i:i + 1000]).sum().item()
+    return correct / len(test)
 
 
 @torch.no_grad()
@@ -176,7 +266,7 @@ def save_featurenet(net: Featurenet, path: str | Path) -> None:
     """Atomic write of state_dict + architecture + training params (loadable with weights_only)."""
     with atomic_open(path, "wb") as f:
         torch.save({
-            "format": FORMAT, "version": VERSION,
+            "format": FORMAT, "version": VERSION, "kind": net.kind,
             "arch": net.arch(),
             "label_names": net.label_names,
             "params": dict(net.train_params),
@@ -209,12 +299,16 @@ def load_featurenet(path: str | Path, device: str | torch.device = "cpu") -> tup
                               f"is not {VERSION}")
     if "skipped" in ckpt:
         raise CheckpointError(f"{path}: holds no featurenet: the dataset {NO_LABELS}")
+    kind = ckpt.get("kind", "classifier")  # files from before selfsup existed are classifiers
+    if kind not in FEATURENET_KINDS:
+        raise CheckpointError(f"{path}: featurenet kind {kind!r} is not one of "
+                              f"{', '.join(FEATURENET_KINDS)}")
     try:
         # Built on the meta device, so its initialisation draws nothing from the global RNG:
         # the train stage loads this on rank 0 alone, mid-run, and a random draw there would
         # send that rank's training stream (z, noise, style mixing) apart from the others'.
         with torch.device("meta"):
-            net = Featurenet(**ckpt["arch"], label_names=ckpt.get("label_names"))
+            net = Featurenet(**ckpt["arch"], label_names=ckpt.get("label_names"), kind=kind)
         net.load_state_dict(ckpt["state_dict"], assign=True)
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path}: damaged featurenet file "

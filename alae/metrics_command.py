@@ -83,9 +83,9 @@ def reference_only(names: list[str], data: str, named: bool) -> list[str]:
 @click.option("--data", default="data/shards", show_default=True, metavar="SHARDS_OR_FOLDER",
               help="shard folder (the shard stage's) or folder of images (recursive; class "
                    "sub-folders are labels), read at the model's resolution as the test split")
-@choice_option("features", "feature space")
+@choice_option("features", "feature space (classifier or selfsup: the featurenet file's kind)")
 @click.option("--featurenet", default="models/featurenet.pt", show_default=True,
-              type=click.Path(dir_okay=False), help="the classifier space's network")
+              type=click.Path(dir_okay=False), help="the classifier or selfsup space's network")
 @click.option("--num-images", default=DEFAULTS.num_images, show_default=True,
               type=click.IntRange(min=2), help="samples (and reconstructions) per metric")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=click.IntRange(min=0))

@@ -33,14 +33,16 @@ from alae.tracking import pipeline_run  # noqa: E402
 
 def ppl_classifier(extractor, featurenet: str, device):
     """The featurenet for PPL's and the reconstructions' classifier distance: the FID extractor
-    itself in classifier space; in Inception space the featurenet file when the dataset had labels
-    to train it, else None."""
+    itself in classifier space; in another space the featurenet file when it is a classifier
+    (the dataset had labels to train it), else None (a selfsup featurenet is not the classifier
+    distance the keys name)."""
     if extractor.name == "classifier":
         return extractor
     try:
-        return ClassifierFeatures.from_file(featurenet, device)
+        found = ClassifierFeatures.from_file(featurenet, device)
     except CheckpointError:
         return None
+    return found if found.name == "classifier" else None
 
 
 @click.command()

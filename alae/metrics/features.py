@@ -2,8 +2,10 @@
 
 An extractor has a `name` (the suffix of every metric key computed in its space: `fid_<name>`),
 `dim`, `__call__(x) -> (N, dim)`, `to(device)` and `provenance()` (strings to record beside the
-numbers, e.g. as MLflow tags). Two spaces, chosen by name with `load_extractor` (`evaluate.features`):
-- `classifier`: the featurenet's penultimate layer (offline default; alae/featurenet.py);
+numbers, e.g. as MLflow tags). Spaces, chosen by name with `load_extractor` (`evaluate.features`):
+- `classifier`: the penultimate layer of a featurenet trained on the labels (offline default;
+  alae/featurenet.py);
+- `selfsup`: the same layer of a featurenet trained without labels (`featurenet.kind: selfsup`);
 - `inception`: pytorch-fid's InceptionV3 pool3 (alae/metrics/inception.py), named
   `inception_clean` when its input is resized as clean-fid does (`evaluate.resize: clean`).
 """
@@ -14,11 +16,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from alae.config import FEATURENET_KINDS
+from alae.errors import CheckpointError
 from alae.featurenet import Featurenet, load_featurenet
 from alae.metrics import inception
 from alae.metrics.inception import DIMS, InceptionFeatures
 
-SPACES = ("classifier", "inception")
+SPACES = (*FEATURENET_KINDS, "inception")
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -32,13 +36,13 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class ClassifierFeatures:
-    """The featurenet's penultimate layer; images are resized to the featurenet's resolution."""
-
-    name = "classifier"
+    """A featurenet's penultimate layer; images are resized to the featurenet's resolution. The
+    space is named by what the net was trained for (`classifier` or `selfsup`)."""
 
     def __init__(self, net: Featurenet, sha256: str):
         self.net = net.eval().requires_grad_(False)
         self.sha256 = sha256
+        self.name = net.kind
 
     @classmethod
     def from_file(cls, path: str | Path,
@@ -83,15 +87,19 @@ def load_extractor(name: str, featurenet: str | Path | None = None,
                    device: str | torch.device = "cpu", dims: int = DIMS, resize: str = "legacy"):
     """The extractor of feature space `name`; `featurenet` is the file the classifier space needs,
     `dims` pytorch-fid's Inception block (2048, pool3, the standard), `resize` how images reach
-    Inception's 299 px (`legacy` or `clean`; the classifier space takes only `legacy`, its own
+    Inception's 299 px (`legacy` or `clean`; a featurenet's space takes only `legacy`, its own
     resize to the featurenet's resolution)."""
-    if name == "classifier":
+    if name in FEATURENET_KINDS:
         if resize != "legacy":
-            raise ValueError(f"resize {resize!r} is for Inception features; the classifier "
+            raise ValueError(f"resize {resize!r} is for Inception features; the {name} "
                              "space resizes to its featurenet's resolution")
         if featurenet is None:
-            raise ValueError("the classifier feature space needs a featurenet file")
-        return ClassifierFeatures.from_file(featurenet, device)
+            raise ValueError(f"the {name} feature space needs a featurenet file")
+        extractor = ClassifierFeatures.from_file(featurenet, device)
+        if extractor.name != name:
+            raise CheckpointError(f"{featurenet}: a {extractor.name} featurenet, not the {name} "
+                                  f"space asked for (featurenet.kind: {name}, then dvc repro)")
+        return extractor
     if name == "inception":
         return InceptionFeatures.load(device, dims, resize)
     raise ValueError(f"unknown feature space {name!r}; known: {', '.join(SPACES)}")

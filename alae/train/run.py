@@ -36,7 +36,12 @@ from alae.tracking import PipelineRun, pipeline_run, run_dir, run_key
 from alae.train.loop import Hooks, Trainer
 
 TICK_METRICS = ("loss_d", "loss_g", "lae", "img_per_s", "lod", "alpha", "resolution", "batch_size")
-QUICK_FID = "fid_quick_classifier"
+QUICK_FID = "fid_quick_classifier"  # the key in the featurenet's default space
+
+
+def quick_fid_key(params: Params) -> str:
+    """The quick FID's MLflow key: the featurenet's space, as every metric key names it."""
+    return f"fid_quick_{params.featurenet.kind}"
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,7 @@ def _train_and_record(params: Params, params_path: str, shards: str, featurenet:
             print(f"train: {'already finished' if trainer.finished else 'resuming'} at "
                   f"{trainer.nimg} images from {found}", file=sys.stderr)
         if not trainer.finished:
-            keys = TICK_METRICS + ((QUICK_FID,) if cfg.fid_every_kimg > 0 else ())
+            keys = TICK_METRICS + ((quick_fid_key(params),) if cfg.fid_every_kimg > 0 else ())
             report, snapshot = tracking_hooks(run, keys)
             hooks = Hooks(report=report, snapshot=snapshot,
                           checkpoint=lambda t: store.save(t.ema, params, meta, t.state()))
@@ -145,8 +150,8 @@ def _train_and_record(params: Params, params_path: str, shards: str, featurenet:
 
 def quick_fid_hook(params: Params, trainer: Trainer, shards: str,
                    featurenet: str) -> Optional[Callable]:
-    """The classifier-space FID of `train.fid_images` samples against the whole test split,
-    or None (with a note) when the data has no featurenet (no labels)."""
+    """The FID of `train.fid_images` samples against the whole test split in the featurenet's
+    space, or None (with a note) when the data has no featurenet (a classifier without labels)."""
     # Imported here: the metrics stack loads only for runs that measure a quick FID.
     from alae.metrics import quick_fid
     from alae.metrics.features import ClassifierFeatures
@@ -157,10 +162,14 @@ def quick_fid_hook(params: Params, trainer: Trainer, shards: str,
     except CheckpointError as e:
         print(f"train: no quick FID ({e})", file=sys.stderr)
         return None
+    if extractor.name != params.featurenet.kind:
+        print(f"train: no quick FID ({featurenet} is a {extractor.name} featurenet, "
+              f"featurenet.kind is {params.featurenet.kind})", file=sys.stderr)
+        return None
     reference = compute_reference(extractor, shards, int(trainer.model.resolution))
-    cfg = params.train
-    return lambda ema: {QUICK_FID: quick_fid(ema, extractor, reference, cfg.fid_images,
-                                             seed=params.evaluate.seed)}
+    cfg, key = params.train, quick_fid_key(params)
+    return lambda ema: {key: quick_fid(ema, extractor, reference, cfg.fid_images,
+                                       seed=params.evaluate.seed)}
 
 
 def tracking_hooks(run: PipelineRun, keys: tuple[str, ...]) -> tuple:
