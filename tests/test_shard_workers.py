@@ -18,7 +18,7 @@ from PIL import Image
 from alae.config import ConfigError, DataConfig, parse_params
 from alae.data import eval_batches, read_manifest, skipped_lines, train_batches, write_shards
 from alae.data import shards as shards_module
-from alae.data.encoding import AUTO_RAW_BELOW, resolve
+from alae.data.encoding import AUTO_RAW_BELOW, AUTO_RAW_UP_TO, resolve
 from alae.data.format import raw_samples, sample_image, shard_paths
 from alae.errors import DataError
 
@@ -123,9 +123,10 @@ def test_encodings_read_back_by_the_manifest(folder, tmp_path):
                                               pixels(tmp_path / "jpeg", "test")))
 
 
-def test_auto_is_png_below_the_threshold_and_npy_from_it():
+def test_auto_is_npy_from_128_to_256_px_and_png_otherwise():
     assert resolve("auto", 32) == "png" and resolve("auto", AUTO_RAW_BELOW // 2) == "png"
-    assert resolve("auto", AUTO_RAW_BELOW) == "npy" and resolve("jpeg", 32) == "jpeg"
+    assert resolve("auto", AUTO_RAW_BELOW) == "npy" and resolve("auto", AUTO_RAW_UP_TO) == "npy"
+    assert resolve("auto", 1024) == "png" and resolve("jpeg", 32) == "jpeg"
 
 
 def test_a_manifest_naming_an_unknown_encoding_is_one_line(tiny_shards, tmp_path):

@@ -8,7 +8,9 @@ stays byte-identical to those.
 Measured at 256 px on `scripts/synth_images.py` scenes, one core (`make bench-data`, README
 "Data at scale"): a raw array decodes about 10x faster than PNG at 2.8x its bytes; JPEG (q 95)
 about 3x faster than PNG at 0.4x its bytes, but lossy. The loader's decoding is what has to keep
-a GPU fed at that size, so `auto` is PNG below AUTO_RAW_BELOW and `npy` from there on.
+a GPU fed at that size, so `auto` is `npy` from AUTO_RAW_BELOW to AUTO_RAW_UP_TO and PNG
+otherwise: above 256 px a raw array's bytes grow to what no disk wants (FFHQ at 1024 px: 3 MB an
+image, 220 GB for its 70k), while a GPU's step there is slow enough for PNG decoding to keep up.
 """
 from __future__ import annotations
 
@@ -25,12 +27,13 @@ EXTENSION = {"png": "png", "jpeg": "jpg", "npy": "npy"}
 # `auto` keeps PNG below this stored resolution (the default 32 px Fashion-MNIST shards stay
 # byte-identical, and small images decode fast in any format) and stores raw arrays from it up.
 AUTO_RAW_BELOW = 128
+AUTO_RAW_UP_TO = 256   # ...and up to this one (CelebA-HQ 256, LSUN 256); PNG above
 
 
 def resolve(encoding: str, resolution: int) -> str:
     """The encoding `data.encoding` means at `resolution` (`auto` picks by resolution)."""
     if encoding == "auto":
-        return "npy" if resolution >= AUTO_RAW_BELOW else "png"
+        return "npy" if AUTO_RAW_BELOW <= resolution <= AUTO_RAW_UP_TO else "png"
     return encoding
 
 
