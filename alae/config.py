@@ -51,6 +51,10 @@ class DataConfig:
     test_fraction: float = 0.1      # folder source: share of images in the test split
     shard_size: int = 10000         # samples per tar shard
     allow_pipe: bool = False        # let data.path be a webdataset `pipe:` URL (a shell command)
+    loader_workers: int = 0         # training: processes that decode batches (0: the training
+                                    # process itself); the batches are the same for any number
+    flip: bool = False              # training: mirror about half the images left to right (the
+                                    # reference does for faces), drawn from the seeded stream
 
     def check(self) -> None:
         _choice("data.source", self.source, SOURCES)
@@ -62,6 +66,8 @@ class DataConfig:
         _require("data.test_fraction", self.test_fraction, 0.0 < self.test_fraction < 1.0,
                  "between 0 and 1")
         _require("data.shard_size", self.shard_size, self.shard_size >= 1, ">= 1")
+        _require("data.loader_workers", self.loader_workers, self.loader_workers >= 0,
+                 ">= 0 (0: decode in the training process)")
         if self.source in ("mnist-idx", "folder", "shards") and not self.path:
             raise ConfigError(f"data.path: required for data.source={self.source!r}")
         if is_pipe_url(self.path):

@@ -1,5 +1,6 @@
 """Faulty shards stop the loader with one line naming the shard and the sample."""
 import io
+import re
 import shutil
 import tarfile
 
@@ -36,14 +37,20 @@ def test_undecodable_sample_names_shard_and_key(shards):
     bad_key = None
     with tarfile.open(shard, "w") as tar:  # every member kept, one PNG's bytes replaced
         for i, (member, payload) in enumerate(members):
-            if member.name.endswith(".png") and i > 10 and bad_key is None:
+            if member.name.endswith(".png") and i > 200 and bad_key is None:
                 bad_key, payload = member.name[:-4], b"\x89PNG not really"
                 member.size = len(payload)
             tar.addfile(member, io.BytesIO(payload))
-    with pytest.raises(DataError) as err:
-        batches = train_batches(shards, 32, 16, seed=0, shuffle_buffer=1)
-        for _ in range(100):
-            next(batches)
-    message = str(err.value)
+    messages, drawn = [], []
+    for workers in (0, 2):  # a loader worker's error reaches the training process as it is
+        batches = train_batches(shards, 32, 16, seed=0, shuffle_buffer=1, workers=workers)
+        with pytest.raises(DataError) as err:
+            for n in range(100):
+                next(batches)
+        messages.append(str(err.value))
+        drawn.append(n)  # the good batches before it, the same in both
+    message = messages[0]
     assert str(shard) in message and f"sample {bad_key} does not decode" in message
     assert "sha256 differs" in message
+    same = [re.sub(r"0x[0-9a-f]+", "0x", m) for m in messages]  # PIL names its BytesIO's address
+    assert same[1] == same[0] and "\n" not in message and drawn[1] == drawn[0] > 0
