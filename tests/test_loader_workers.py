@@ -75,20 +75,30 @@ def test_closing_the_stream_ends_its_workers(tiny_shards):
     assert not our_children()
 
 
-def test_a_process_that_exits_without_closing_its_stream_does_not_hang(tiny_shards):
+def test_workers_outlive_group_signals_and_never_hold_up_the_exit(tiny_shards):
+    """Ctrl-C in a terminal, and many schedulers' SIGTERM, reach the whole process group: the
+    training process stops after its batch, so its workers must go on serving. A process that
+    exits (normally or not) without closing its stream must not wait for them forever."""
     script = textwrap.dedent(f"""
-        import sys
+        import os, signal, sys
         from alae.data import train_batches
+        for sig in (signal.SIGINT, signal.SIGTERM):  # as the training loop's stop request
+            signal.signal(sig, lambda *_: None)
         batches = train_batches({str(tiny_shards)!r}, 32, 16, seed=0, workers=2)
-        next(batches); next(batches)
+        next(batches)
+        if sys.argv[1] == "signals":
+            os.killpg(0, signal.SIGINT)
+            os.killpg(0, signal.SIGTERM)
+            for _ in range(6):
+                next(batches)
         if sys.argv[1] == "raise":
             raise SystemExit("failed while the workers were decoding ahead")
     """)
-    for how in ("return", "raise"):
+    for how in ("signals", "return", "raise"):
         done = subprocess.run([sys.executable, "-c", script, how], cwd=ROOT, timeout=60,
-                              capture_output=True, text=True)
-        assert done.returncode == (0 if how == "return" else 1), done.stderr
-        assert "Traceback" not in done.stderr
+                              capture_output=True, text=True, start_new_session=True)
+        assert done.returncode == (1 if how == "raise" else 0), done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
 
 
 # ------------------------------------------------------------------------------------ flips
