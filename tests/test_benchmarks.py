@@ -45,3 +45,14 @@ def test_level_speeds_gives_every_variant_with_ratios_and_fewer_flops_where_expe
     plain, fused = rows["plain"]["gflop_per_img"], rows["fused_resample"]["gflop_per_img"]
     assert fused < 0.9 * plain  # G's up-conv and E's down-conv at 8x8: 4/9 of their work
     assert rows["lazy_r1"]["gflop_per_img"] < plain  # R1 on one step in four
+
+
+def test_loader_measure_counts_the_workers_cpu_and_closes_them(tiny_shards):
+    import multiprocessing
+
+    from benchmarks.loader_speed import measure
+
+    row = measure(tiny_shards, 32, 16, workers=2, images=64, shuffle_buffer=100)
+    assert row["processes"] == 3 and row["images"] == 64  # the training process and 2 workers
+    assert row["img_per_s"] > 0 and 0 < row["cpu_seconds"] and row["img_per_cpu_s"] > 0
+    assert not multiprocessing.active_children()

@@ -5,11 +5,14 @@ seeded generators, since webdataset's default seed is random (TOOLS.md). `eval_b
 in stored order. Lower resolutions than the stored one come from area averaging (block means, as
 `avg_pool2d`), the same downsampling the progressive-growing levels of ALAE use between resolutions.
 
-Worker processes (`workers` > 0) keep that order and the resume fast-forward exact: every worker
-runs the whole seeded stream of undecoded samples (reading tar bytes is cheap, decoding is not),
-cuts it into the same batches, and decodes only its share: worker k of W takes batches k, k+W,
-k+2W, ... A PyTorch DataLoader asks its workers in turn for their next item, so it hands the
-batches back in the one-process order; a resume skips the same samples in every worker.
+Worker processes (`workers` > 0) only decode: the training process still runs the one seeded
+stream of undecoded samples (shard order, shuffle buffer, flips, the resume skip) and cuts it into
+batches, and a PyTorch DataLoader hands batch k to worker k mod W (as the "index" a sampler would
+give) and returns the decoded batches in that order. So the batches, and a resume's fast-forward,
+are those of one process, and the shuffle buffer of raw samples is held once (10,000 samples of
+the synthetic 256 px PNG set, 67 KB each, are about 0.7 GB). Every worker running the whole
+stream and decoding only its every W-th batch keeps the order too, but holds one buffer per
+worker, for about the same CPU per image (README, loading data for training).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 import torch
 import webdataset as wds
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
 from alae.data.format import (bad_sample, raw_samples, read_manifest, sample_image, sample_label,
                               shard_paths)
@@ -33,6 +36,7 @@ from alae.errors import DataError, UserError
 # uint8 pixel -> [-1, 1] as alae/pixels.py, by a table built in float64 (kept as it was)
 _TO_UNIT = (np.arange(256) / 127.5 - 1.0).astype(np.float32)
 Batch = tuple[torch.Tensor, Optional[torch.Tensor]]
+RawBatch = tuple[list[dict], Optional[list[bool]]]  # undecoded samples, and their flips
 
 # Batches each worker decodes ahead of the training loop (the DataLoader's default): enough to
 # absorb one slow batch, few enough that a 256 px batch of float32 in flight stays small.
@@ -101,8 +105,7 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 class _TrainStream:
-    """One rank's seeded stream of training batches, rebuilt from scratch by `batches` (in the
-    training process, or in each loader worker, which must all see the same stream)."""
+    """One rank's seeded stream of training batches."""
 
     def __init__(self, shards_dir: str | Path, resolution: int, batch_size: int, seed: int,
                  rank: int, world_size: int, shuffle_buffer: int, skip: int, flip: bool):
@@ -137,32 +140,44 @@ class _TrainStream:
         for sample in samples:
             yield sample, rng is not None and rng.random() < 0.5
 
-    def batches(self, share: int = 0, shares: int = 1) -> Iterator[Batch]:
-        """The batches; only those at positions `share` mod `shares` are decoded and yielded."""
+    def raw_batches(self) -> Iterator[RawBatch]:
+        """The batches undecoded: (samples, flips or None), what `self.decode` takes."""
         sample_rng = random.Random(f"alae-shuffle:{self.seed}:{self.rank}")
         shuffled = wds.shuffle(bufsize=self.bufsize, initial=min(self.bufsize, 1000),
                                rng=sample_rng)(self._samples())
-        for i, chunk in enumerate(_chunks(islice(self._flipped(shuffled), self.skip, None),
-                                          self.batch_size)):
-            if i % shares == share:
-                samples, flips = zip(*chunk)
-                yield self.decode(list(samples), list(flips) if self.flip else None)
+        for chunk in _chunks(islice(self._flipped(shuffled), self.skip, None), self.batch_size):
+            samples, flips = zip(*chunk)
+            yield list(samples), list(flips) if self.flip else None
+
+    def batches(self) -> Iterator[Batch]:
+        return (self.decode(*raw) for raw in self.raw_batches())
 
 
-class _WorkerShare(IterableDataset):
-    """What one DataLoader worker yields: its share of the stream. A UserError (a damaged shard)
-    comes back as an item, in its place in the order, so the training process raises it with its
-    one-line message instead of the DataLoader's wrapped traceback."""
+class _Decoding(Dataset):
+    """What a DataLoader worker does with the raw batch it is handed: decode it. A UserError (a
+    damaged sample, or the stream's own, passed along by `_errors_in_place`) comes back as the
+    item, in its place in the order, so the training process raises it with its one-line
+    message instead of the DataLoader's wrapped traceback."""
 
-    def __init__(self, stream: _TrainStream):
-        self.stream = stream
+    def __init__(self, decode: _Decoder):
+        self.decode = decode
 
-    def __iter__(self) -> Iterator:
-        info = get_worker_info()
+    def __getitem__(self, raw: RawBatch | UserError) -> Batch | UserError:
+        if isinstance(raw, UserError):
+            return raw
         try:
-            yield from self.stream.batches(info.id, info.num_workers)
+            return self.decode(*raw)
         except UserError as e:
-            yield e
+            return e
+
+
+def _errors_in_place(raw_batches: Iterator[RawBatch]) -> Iterator[RawBatch | UserError]:
+    # The DataLoader reads ahead of the batches it has returned: a damaged shard must surface
+    # where the one-process stream would raise it, after the batches before it.
+    try:
+        yield from raw_batches
+    except UserError as e:
+        yield e
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -190,10 +205,12 @@ def _as_is(item):
 
 
 def _from_workers(stream: _TrainStream, workers: int, pin_memory: bool) -> Iterator[Batch]:
-    # A generator of its own: the DataLoader draws its workers' base seed from it, which would
-    # otherwise move the global torch RNG, and with it the training's latents and noise.
-    loader = DataLoader(_WorkerShare(stream), batch_size=None, num_workers=workers,
-                        collate_fn=_as_is, worker_init_fn=_worker_init, pin_memory=pin_memory,
+    # The raw batches are the sampler's "indices": read in this process, handed to the workers
+    # in turn, returned in order. A generator of its own: the DataLoader draws its workers' base
+    # seed from it, which would otherwise move the global torch RNG (the training's latents).
+    loader = DataLoader(_Decoding(stream.decode), sampler=_errors_in_place(stream.raw_batches()),
+                        batch_size=None, num_workers=workers, collate_fn=_as_is,
+                        worker_init_fn=_worker_init, pin_memory=pin_memory,
                         prefetch_factor=PREFETCH_BATCHES, generator=torch.Generator())
     batches = iter(loader)
     try:
@@ -202,9 +219,10 @@ def _from_workers(stream: _TrainStream, workers: int, pin_memory: bool) -> Itera
                 raise item
             yield item
     finally:
-        # The iterator's only reference: dropping it shuts the workers down now (it joins them),
-        # at a level change or when the generator is closed, not at interpreter exit.
-        del batches
+        # Now, at a level change, an error or when the generator is closed: as the iterator's
+        # __del__ would, but a traceback kept somewhere may keep the iterator alive, and at exit
+        # multiprocessing would then wait forever for workers that ignore its SIGTERM.
+        batches._shutdown_workers()
 
 
 def train_batches(shards_dir: str | Path, resolution: int, batch_size: int, seed: int, *,
