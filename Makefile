@@ -7,7 +7,7 @@ PORT ?= 5000
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup test-deps run test ui team-server dataset clean-runs bench bench-data sweep
+.PHONY: setup test-deps run test ui team-server dataset clean-runs bench bench-data bench-loader sweep
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,15 @@ bench: setup  # narrow it with e.g. BENCH_ARGS="--configs mnist --levels 3"
 BENCH_DATA_COUNT ?= 30000
 bench-data: setup
 	$(VENV)/bin/python -m benchmarks.data_speed --count $(BENCH_DATA_COUNT) $(BENCH_DATA_ARGS)
+
+# Training-loader img/s at 256 px with 0, 1 and 2 decoding workers (data.loader_workers), and the
+# cores that feed a GPU (README: loading data for training). 1000 synthetic images, sharded once.
+LOADER_BENCH ?= .alae/bench-loader
+bench-loader: setup
+	@test -d $(LOADER_BENCH)/images || $(VENV)/bin/python scripts/synth_images.py \
+	  --out $(LOADER_BENCH)/images --count 1000 --size 256
+	$(VENV)/bin/python benchmarks/loader_speed.py --shards $(LOADER_BENCH)/shards \
+	  --build-from $(LOADER_BENCH)/images --out $(LOADER_BENCH)/results.json $(LOADER_ARGS)
 
 # Queue every candidate x seed of GRID as a DVC experiment, run them one at a time, export the
 # MLflow runs to sweeps/<name>.csv and regenerate the README's sweep table and figure.

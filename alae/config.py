@@ -56,6 +56,10 @@ class DataConfig:
     workers: int = 0                # shard stage processes decoding and encoding; 0 = all cores
     encoding: str = "auto"          # image inside the shards: auto | png | jpeg | npy
     jpeg_quality: int = 95          # encoding jpeg: its quality (1-100)
+    loader_workers: int = 0         # training: processes that decode batches (0: the training
+                                    # process itself); the batches are the same for any number
+    flip: bool = False              # training: mirror about half the images left to right (the
+                                    # reference does for faces), drawn from the seeded stream
 
     def check(self) -> None:
         _choice("data.source", self.source, SOURCES)
@@ -71,6 +75,8 @@ class DataConfig:
         _choice("data.encoding", self.encoding, ENCODING_CHOICES)
         _require("data.jpeg_quality", self.jpeg_quality, 1 <= self.jpeg_quality <= 100,
                  "in 1..100")
+        _require("data.loader_workers", self.loader_workers, self.loader_workers >= 0,
+                 ">= 0 (0: decode in the training process)")
         if self.source in ("mnist-idx", "folder", "shards") and not self.path:
             raise ConfigError(f"data.path: required for data.source={self.source!r}")
         if is_pipe_url(self.path):

@@ -58,3 +58,14 @@ def test_explorer_speed_times_every_action_of_a_model_at_its_top_level():
     times = time_actions(model.eval(), repeats=1)
     assert times.keys() == {"reconstruct", "edit", "mix", "sample"}
     assert all(0 < t < 60 for t in times.values()), times
+
+
+def test_loader_measure_counts_the_workers_cpu_and_closes_them(tiny_shards):
+    import multiprocessing
+
+    from benchmarks.loader_speed import measure
+
+    row = measure(tiny_shards, 32, 16, workers=2, images=64, shuffle_buffer=100)
+    assert row["processes"] == 3 and row["images"] == 64  # the training process and 2 workers
+    assert row["img_per_s"] > 0 and 0 < row["cpu_seconds"] and row["img_per_cpu_s"] > 0
+    assert not multiprocessing.active_children()

@@ -49,6 +49,8 @@ def _flat(raw, prefix=""):
     ({"train": {"r1_interval": 0}}, "train.r1_interval: 0 is not allowed"),
     ({"train": {"device": "tpu"}}, "train.device: 'tpu' is not allowed"),
     ({"data": {"limit": 0}}, "data.limit: 0 is not allowed"),
+    ({"data": {"loader_workers": -1}}, "data.loader_workers: -1 is not allowed (must be >= 0"),
+    ({"data": {"flip": "yes"}}, "data.flip: 'yes' has the wrong type (expected bool)"),
     ({"model": {"kind": "gan"}}, "model.kind: 'gan' is not one of"),
     ({"data": {"resolution": 2}}, "data.resolution: 2 is not allowed (must be a power of two >= 4)"),
     ({"data": {"test_fraction": 1.5}}, "data.test_fraction: 1.5 is not allowed (must be between"),

@@ -24,7 +24,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Generator, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -152,7 +152,7 @@ class Trainer:
         self.snapshots: dict[int, torch.Tensor] = {}
         self.lod, self.batches_drawn, self.steps = -1, 0, 0
         self.opt: Optional[Optimizers] = None
-        self.batches: Optional[Iterator] = None
+        self.batches: Optional[Generator] = None
         self.seconds = 0.0  # training time over all sessions of the run
         self.stop_signal: Optional[int] = None
         if resume is not None:
@@ -206,13 +206,26 @@ class Trainer:
     def _open_level(self, lod: int, batch_size: int, lr: float, skip: int = 0) -> None:
         """A fresh stream per level, at the level's resolution and batch, seeded by both; and
         fresh Adams (the reference resets them at each level)."""
-        local = batch_size // self.world  # config checks divisibility by train.nproc
-        self.batches = train_batches(self.shards_dir, self.model.level_resolution(lod), local,
-                                     seed=self.params.seed * 1000 + lod, rank=self.rank,
-                                     world_size=self.world, skip=skip * local)
-        self.batches_drawn = skip
+        self._open_stream(lod, batch_size, skip)
         self.opt = make_optimizers(self.model, lr, self.cfg.beta1, self.cfg.beta2)
         self.lod = lod
+
+    def _open_stream(self, lod: int, batch_size: int, skip: int) -> None:
+        """Level `lod`'s data stream, `skip` batches into it."""
+        self._close_stream()  # the previous level's loader workers end here
+        local = batch_size // self.world  # config checks divisibility by train.nproc
+        data = self.params.data
+        self.batches = train_batches(self.shards_dir, self.model.level_resolution(lod), local,
+                                     seed=self.params.seed * 1000 + lod, rank=self.rank,
+                                     world_size=self.world, skip=skip * local,
+                                     workers=data.loader_workers, flip=data.flip,
+                                     pin_memory=self.device.type == "cuda")
+        self.batches_drawn = skip
+
+    def _close_stream(self) -> None:
+        if self.batches is not None:
+            self.batches.close()
+            self.batches = None
 
     # --- the loop ------------------------------------------------------------------------
     def run(self, hooks: Hooks = Hooks(), progress: bool = True) -> TrainResult:
@@ -223,7 +236,9 @@ class Trainer:
         seconds_before, tick_nimg = self.seconds, self.nimg
         phase = self.schedule(self.nimg)
         bar = progress_bar(total=self.total, desc="train", enabled=progress and self.rank == 0)
-        with bar, _stop_on_signals(self):
+        if self.batches is None and self.lod >= 0 and not self.finished:  # run() once more
+            self._open_stream(self.lod, phase.batch_size, self.batches_drawn)
+        with bar, _stop_on_signals(self), contextlib.closing(self):
             bar.update(self.nimg)
             while self.nimg < self.total:
                 phase = self.schedule(self.nimg)
@@ -272,6 +287,10 @@ class Trainer:
                 hooks.checkpoint(self)
         return TrainResult(ema=self.ema, model=model, images_seen=self.nimg, seconds=self.seconds,
                            history=self.history, optimizers=self.opt, snapshots=self.snapshots)
+
+    def close(self) -> None:
+        """Ends the data stream (and its loader workers); `run` does at its end."""
+        self._close_stream()
 
     def _close_tick(self, sums: torch.Tensor, steps: int, phase: Phase, img_per_s: float) -> dict:
         mean = mean_over_ranks(sums / steps).tolist()  # device syncs: here, once per tick
