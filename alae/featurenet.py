@@ -187,7 +187,10 @@ def train_featurenet(shards_dir: str | Path, cfg: FeaturenetConfig,
         torch.manual_seed(cfg.seed)
         net = Featurenet(int(manifest["channels"]), res, PROJECTION if selfsup else len(names),
                          cfg.features, names, kind=cfg.kind)
-    net.train_params = dataclasses.asdict(cfg)
+    # `kind` only when it is not the classifier: a classifier's file stays byte-identical to
+    # those written before there was a choice (its sha256 names the space of every number)
+    net.train_params = {k: v for k, v in dataclasses.asdict(cfg).items()
+                        if k != "kind" or v != "classifier"}
     net.to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     steps = cfg.epochs * -(-n_train // cfg.batch_size)
@@ -266,7 +269,10 @@ def save_featurenet(net: Featurenet, path: str | Path) -> None:
     """Atomic write of state_dict + architecture + training params (loadable with weights_only)."""
     with atomic_open(path, "wb") as f:
         torch.save({
-            "format": FORMAT, "version": VERSION, "kind": net.kind,
+            "format": FORMAT, "version": VERSION,
+            # a classifier's file is byte-identical to those written before `kind` existed, so
+            # its sha256 (which names the feature space of every number) stays the same
+            **({} if net.kind == "classifier" else {"kind": net.kind}),
             "arch": net.arch(),
             "label_names": net.label_names,
             "params": dict(net.train_params),
