@@ -161,7 +161,7 @@ class TrainConfig:
     lr_multiplier: FloatTable = 1.0  # per level, times the top-level lr (same table rule)
     transition_kimg: float = 15.0    # style: each level above 4x4 blends in over this...
     stabilize_kimg: float = 15.0     # ...then trains stable for this (4x4: both, no blend)
-    style_mixing: float = 0.9    # style: probability of mixing two w per batch
+    style_mixing: float = 0.0    # style: probability of mixing two w per batch (authors': 0.9)
     r1_gamma: float = 0.1       # R1 weight gamma: penalty (gamma/2)*|grad|^2 on real images
     beta1: float = 0.0
     beta2: float = 0.99

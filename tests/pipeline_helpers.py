@@ -24,7 +24,7 @@ TINY = {
     # grows 4 -> 32 in 0.75 kimg (levels of 0.25 kimg), then 0.25 kimg at 32x32
     "train": {"kimg": 1.0, "batch_size": 32, "tick_kimg": 0.25, "ema_kimg": 0.5,
               "transition_kimg": 0.125, "stabilize_kimg": 0.125, "checkpoint_kimg": 0.5,
-              "fid_every_kimg": 0.5, "fid_images": 100,
+              "fid_every_kimg": 0.5, "fid_images": 100, "style_mixing": 0.9,
               "threads": 1},  # two queue workers at once must not share two cores 4 ways
     "evaluate": {"num_images": 200, "batch_size": 100, "ppl_samples": 100, "probe_train": 200},
     "figures": {"samples": 16, "pairs": 2},
