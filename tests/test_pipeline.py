@@ -11,7 +11,8 @@ from pipeline_helpers import run
 
 EVAL_KEYS = ("fid_classifier", "rec_fid_classifier", "fid_floor_classifier", "mse",
              "ppl_full_classifier", "ppl_end_classifier", "probe_acc", "probe_acc_pixels",
-             "kid_classifier", "kid_std_classifier", "precision_classifier", "recall_classifier")
+             "kid_classifier", "kid_std_classifier", "precision_classifier", "recall_classifier",
+             "rec_distance_classifier")
 
 FIGURES = ("samples.png", "samples_untruncated.png", "reconstructions.png", "interpolation.png",
            "style_mixing.png", "progress.png")  # the default StyleALAE: mixing and growing apply
