@@ -24,18 +24,15 @@ import click  # noqa: E402
 
 from alae.errors import UserError, exits_cleanly  # noqa: E402
 
-LOSSES = ("loss_d", "loss_g", "lae")  # dvc.yaml's `losses` plot
-
-
 def plots_page(tmp: Path, out: Path) -> str:
     """Screenshot of `dvc plots show`'s page offline; a line on what it drew."""
-    from server_helpers import OFFLINE, chromium
+    from server_helpers import LOSSES, OFFLINE, chromium, drawn_points
 
     subprocess.run(["dvc", "plots", "show"], cwd=ROOT, check=True, capture_output=True)
     page = (ROOT / "dvc_plots" / "index.html").as_uri()
     dom = chromium(*OFFLINE, "--dump-dom", page, profile=tmp / "dom").stdout
     rows = list(csv.DictReader((ROOT / "plots" / "train.csv").open()))
-    points = dom.count('aria-roledescription="point"')
+    points = drawn_points(dom)
     figures = dom.count("<img")
     if points != len(LOSSES) * len(rows):
         raise UserError(f"{page}: {points} loss points drawn, plots/train.csv has "

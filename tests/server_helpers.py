@@ -39,6 +39,15 @@ def chromium_driver(profile: Path, window: str = "1400,1300"):
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
+LOSSES = ("loss_d", "loss_g", "lae")  # dvc.yaml's `losses` plot
+
+
+def drawn_points(dom: str) -> int:
+    """Points Vega drew on a `dvc plots show` page: its SVG labels every point ("kimg: 0.25;
+    y: ...") for screen readers."""
+    return dom.count('aria-roledescription="point"')
+
+
 def free_port() -> int:
     """A port nothing on 127.0.0.1 listens on right now."""
     with socket.socket() as s:

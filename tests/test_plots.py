@@ -8,23 +8,17 @@ from pathlib import Path
 import pytest
 
 from pipeline_helpers import copy_repo, run
-from server_helpers import CHROMIUM, OFFLINE, chromium, keep_screenshot
+from server_helpers import CHROMIUM, LOSSES, OFFLINE, chromium, drawn_points, keep_screenshot
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
                                  "(apt-get install chromium; .ci/run does it)")]
-LOSSES = ("loss_d", "loss_g", "lae")  # dvc.yaml's `losses` plot
 
 
 def offline_page(repo: Path, profile: Path) -> str:
     run(["dvc", "plots", "show"], repo)
     page = repo / "dvc_plots" / "index.html"
     return chromium(*OFFLINE, "--dump-dom", page.as_uri(), profile=profile).stdout
-
-
-def drawn_points(dom: str) -> int:
-    """Vega's SVG labels every point it draws ("kimg: 0.25; y: ...") for screen readers."""
-    return dom.count('aria-roledescription="point"')
 
 
 def test_loss_curves_render_offline_one_point_per_tick(reproduced_repo, tmp_path):
