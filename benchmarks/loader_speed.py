@@ -46,7 +46,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(shards: Path, resolution: int, batch: int, workers: int, images: int,
-            shuffle_buffer: int) -> dict:
+            shuffle_buffer: int, min_cpu_seconds: float = 0.5) -> dict:
+    """Loader speed over at least `images` images and `min_cpu_seconds` of CPU time: CPU time
+    is counted in clock ticks, so a short window on a fast machine can read 0 ticks."""
     batches = train_batches(shards, resolution, batch, seed=0, workers=workers,
                             shuffle_buffer=shuffle_buffer)
     try:
@@ -54,10 +56,11 @@ def measure(shards: Path, resolution: int, batch: int, workers: int, images: int
             next(batches)
         pids = [os.getpid()] + [p.pid for p in multiprocessing.active_children()]
         cpu0, start, n = [cpu_seconds(p) for p in pids], time.perf_counter(), 0
-        while n < images:
+        cpu = [0.0]
+        while n < images or sum(cpu) < min_cpu_seconds:
             n += len(next(batches)[0])
+            cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
         wall = time.perf_counter() - start
-        cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
     finally:
         batches.close()
     return {"workers": workers, "images": n, "seconds": round(wall, 2),
