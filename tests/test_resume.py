@@ -164,6 +164,8 @@ def test_sigterm_or_ctrl_c_checkpoints_marks_killed_and_resumes(shards8, tmp_pat
     assert load_checkpoint(stage.checkpoints()[-1])["training"]["images_seen"] == stopped_at
     client, run = stage.mlflow_run()
     assert run.info.status == "KILLED"
+    if sig == signal.SIGINT:
+        return  # the stop is what differs between the two signals; one resume tells the rest
     done = stage.run()
     assert done.returncode == 0, done.stderr
     assert f"resuming at {stopped_at} images" in done.stderr
