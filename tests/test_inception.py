@@ -51,6 +51,9 @@ def extractor(torch_home) -> InceptionFeatures:
 def test_weights_are_looked_up_where_pytorch_fid_looks(torch_home):
     assert weights_path() == torch_home / "hub" / "checkpoints" / inc.WEIGHTS_FILE
     assert inc.WEIGHTS_FILE == "pt_inception-2015-12-05-6726825d.pth"
+    from pytorch_fid.inception import FID_WEIGHTS_URL
+
+    assert inc.WEIGHTS_URL == FID_WEIGHTS_URL   # written out to keep pytorch-fid's import lazy
 
 
 def test_standin_refuses_any_place_but_a_temporary_torch_home(tmp_path, monkeypatch):

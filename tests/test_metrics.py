@@ -131,12 +131,12 @@ def test_stats_file_round_trip(tmp_path):
 
 
 def test_fid_failure_of_sqrtm_is_one_line(monkeypatch):
-    import alae.metrics.fid as fid_mod
+    import pytorch_fid.fid_score
 
     def imaginary(*args):
         raise ValueError("Imaginary component 0.4")
 
-    monkeypatch.setattr(fid_mod, "calculate_frechet_distance", imaginary)
+    monkeypatch.setattr(pytorch_fid.fid_score, "calculate_frechet_distance", imaginary)
     few = stats_of(rng.normal(size=(5, 8)))
     with pytest.raises(UserError, match="5 vectors cannot give a full-rank 8-d covariance"):
         frechet_distance(few, few)
@@ -482,3 +482,24 @@ def test_alae_metrics_appends_one_line_per_metric(tiny_shards, featurenet_file, 
     error = bad.stderr.strip().splitlines()
     assert len(error) == 1 and "unknown metric(s) fdi; known: fid, kid, pr," in error[0]
     assert len(out.read_text().splitlines()) == 6
+
+
+def test_the_stages_start_without_the_libraries_only_some_metrics_need():
+    """torchvision (through pytorch-fid) and scikit-learn add ~2 s each to the start of every
+    process that imports them; only Inception features, the Fréchet distance's sqrtm and the
+    probe need them, so the stages' and the command's modules import them when called (`alae
+    fid`'s folder module keeps pytorch-fid's own image extensions)."""
+    import subprocess
+    import sys
+
+    from pipeline_helpers import ROOT
+
+    code = ("import sys, runpy\n"
+            "import alae.cli, alae.metrics, alae.metrics.features\n"
+            "for stage in ('evaluate', 'refstats', 'figures', 'featurenet', 'train'):\n"
+            "    runpy.run_path(f'stages/{stage}.py', run_name='not_main')\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torchvision', 'sklearn', 'pytorch_fid'}))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout

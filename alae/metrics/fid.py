@@ -16,7 +16,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-from pytorch_fid.fid_score import calculate_frechet_distance
 
 from alae.errors import UserError
 from alae.io import atomic_open
@@ -109,6 +108,9 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
     """FID between two feature sets: ||mu_a - mu_b||² + Tr(S_a + S_b - 2 (S_a S_b)^½)."""
     if a.dim != b.dim:
         raise ValueError(f"feature widths differ: {a.dim} vs {b.dim}")
+    # imported here: pytorch-fid's module imports torchvision, ~2 s of start-up for every process
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
     try:
         return float(calculate_frechet_distance(a.mean(), a.cov(), b.mean(), b.cov()))
     except ValueError as e:   # pytorch-fid's "Imaginary component": sqrtm of a singular product

@@ -31,17 +31,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pytorch_fid import inception as pf
 
 from alae.errors import UserError
 from alae.pixels import to_uint8
 
-WEIGHTS_URL = pf.FID_WEIGHTS_URL
+# pytorch-fid's FID_WEIGHTS_URL (tests/test_inception.py checks they are equal): written out so
+# that importing this module does not import pytorch-fid, whose torchvision costs every process
+# ~2 s that uses no Inception (all the featurenet-space stages and commands)
+WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+               "pt_inception-2015-12-05-6726825d.pth")
 WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]   # pt_inception-2015-12-05-6726825d.pth
 DIMS = 2048                                     # pool3: the standard; other dims do not compare
 SIZE = 299                                      # the network's input side
 RESIZES = ("legacy", "clean")
 DOWNLOAD_TIMEOUT_S = 30
+
+
+def _pytorch_fid():
+    """pytorch-fid's `inception` module, imported when a network is first built."""
+    from pytorch_fid import inception
+
+    return inception
 
 
 def weights_path() -> Path:
@@ -103,7 +113,7 @@ class InceptionFeatures:
     `legacy` (pytorch-fid's bilinear, inside the network) or `clean` (`clean_resize`, before it;
     the name gets `_clean`)."""
 
-    def __init__(self, net: pf.InceptionV3, weights: Path, dims: int = DIMS,
+    def __init__(self, net: torch.nn.Module, weights: Path, dims: int = DIMS,
                  resize: str = "legacy"):
         if resize not in RESIZES:
             raise ValueError(f"Inception resize {resize!r} is not one of {', '.join(RESIZES)}")
@@ -119,9 +129,9 @@ class InceptionFeatures:
              resize: str = "legacy") -> "InceptionFeatures":
         """pytorch-fid's network with the weights file read as tensors only (`weights_only`:
         pytorch-fid's own loader would unpickle whatever the cache holds)."""
-        if dims not in pf.InceptionV3.BLOCK_INDEX_BY_DIM:
-            raise UserError(f"Inception dims {dims} is not one of "
-                            f"{', '.join(map(str, pf.InceptionV3.BLOCK_INDEX_BY_DIM))}")
+        blocks = _pytorch_fid().InceptionV3.BLOCK_INDEX_BY_DIM
+        if dims not in blocks:
+            raise UserError(f"Inception dims {dims} is not one of {', '.join(map(str, blocks))}")
         path = ensure_weights()
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -162,13 +172,15 @@ class InceptionFeatures:
 
 def fid_inception_structure() -> torch.nn.Module:
     """pytorch-fid's `fid_inception_v3()` network without loading any weights."""
+    pf = _pytorch_fid()
     with mock.patch.object(pf, "load_state_dict_from_url", lambda *a, **k: None), \
             mock.patch("torchvision.models.Inception3.load_state_dict", lambda *a, **k: None):
         return pf.fid_inception_v3()
 
 
-def wrap(net: torch.nn.Module, dims: int = DIMS) -> pf.InceptionV3:
+def wrap(net: torch.nn.Module, dims: int = DIMS) -> torch.nn.Module:
     """pytorch-fid's InceptionV3 (the block of `dims`, resize to 299, [0, 1] -> [-1, 1])
     around `net`."""
+    pf = _pytorch_fid()
     with mock.patch.object(pf, "fid_inception_v3", lambda: net):
         return pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[dims]])

@@ -11,9 +11,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
 
 C = 0.1
 PIXEL_RESOLUTION = 32
@@ -24,6 +21,11 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                  test_y: np.ndarray, c: float = C, seed: int = 0) -> float:
     """Test accuracy of LinearSVC(C=c) fitted on standardised train vectors (the scaler's mean
     and scale come from the train vectors only). Deterministic for a seed."""
+    # imported here: scikit-learn costs ~2 s of start-up that only the probe needs
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
     train_x, test_x = np.asarray(train_x, np.float64), np.asarray(test_x, np.float64)
     if len(np.unique(train_y)) < 2:
         raise ValueError("the probe needs at least two classes among the train labels")
