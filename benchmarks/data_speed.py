@@ -13,7 +13,7 @@ source at 256 px RGB) in a fresh child process, so that its peak memory is its o
   process whose ru_maxrss (that of the whole parent it was forked from) would hide theirs.
 - `pss all`: peak memory of the process and its workers together, as the sum of each one's
   proportional set size (Pss in /proc/<pid>/smaps_rollup: pages shared after the fork counted
-  once in all), sampled every SAMPLE_S seconds by a thread.
+  once in all), sampled by a thread (benchmarks/memory.py).
 - `decode img/s`: the first DECODE_IMAGES images of the written train shards decoded as the
   loader decodes them (`sample_image`, then the uint8 array), in one process on one core; the
   best of DECODE_REPEATS passes, since other work on the machine only ever slows a pass down.
@@ -26,12 +26,10 @@ numbers depend on the machine and on what else runs on it.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from itertools import islice
 from pathlib import Path
@@ -47,64 +45,18 @@ from alae.data import read_manifest, write_shards  # noqa: E402
 from alae.data.format import raw_samples, sample_image, shard_paths  # noqa: E402
 from alae.errors import UserError, exits_cleanly  # noqa: E402
 from alae.io import write_json  # noqa: E402
+from benchmarks.memory import TreeMemory  # noqa: E402
 
 RESOLUTION = 256
 SHARD_SIZE = 1000
 DECODE_IMAGES = 500
 DECODE_REPEATS = 3
-SAMPLE_S = 0.2
 RESULTS = ROOT / "benchmarks" / "data_results.json"
 COLUMNS = [("workers", "workers", "{}"), ("encoding", "encoding", "{}"),
            ("images", "images", "{}"), ("img_per_s", "img/s", "{:.1f}"),
            ("mb_per_img", "MB/img", "{:.4f}"), ("shard_mb", "shards MB", "{:.1f}"),
            ("rss_main_mib", "rss main MiB", "{:.0f}"), ("pss_all_mib", "pss all MiB", "{:.0f}"),
            ("decode_img_per_s", "decode img/s", "{:.0f}")]
-
-
-class TreeMemory(threading.Thread):
-    """The peak over time of the summed Pss of this process and its children (MiB)."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.peak_mib = 0.0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while True:  # a first sample at once: a short run still gets one
-            self.peak_mib = max(self.peak_mib, sum(map(_pss_kib, _tree())) / 1024)
-            if self.done.wait(SAMPLE_S):
-                return
-
-    def __enter__(self) -> "TreeMemory":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.done.set()
-        self.join()
-
-
-def _tree() -> list[int]:
-    """This process and its direct children (the shard workers), by scanning /proc."""
-    me, pids = os.getpid(), [os.getpid()]
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:  # gone meanwhile
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me:  # field 4, after the (comm)
-                pids.append(int(entry.name))
-    return pids
-
-
-def _pss_kib(pid: int) -> int:
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return 0
-    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:")),
-                0)
 
 
 def decode_rate(shards: Path, images: int = DECODE_IMAGES) -> float:

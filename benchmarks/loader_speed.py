@@ -8,7 +8,10 @@ For each worker count: wall img/s, and img per CPU-second (the training process 
 together, from /proc over the timed window): the per-core rate, which does not depend on what
 else shares the machine as much as wall time does. The stream is the training one
 (`train_batches`: seeded shuffle, default 10,000-sample buffer, the batches a run draws); the
-first batches (worker start-up, the buffer's first fill) are not timed.
+first batches (worker start-up, the buffer's first fill) are not timed. Peak memory: the summed
+Pss of the training process and its workers over the whole measurement (benchmarks/memory.py);
+the shuffle buffer of undecoded samples grows by one per image drawn, so the peak is reached only
+after ~`--shuffle-buffer` images (`--images 12000` to see it with the default buffer).
 
 Then the consumption side: FLOP per image of one training step at the top level of a preset
 (default celeba-hq256), counted as `make bench` counts them (`alae.cost`, torch's FLOP formulas,
@@ -35,6 +38,7 @@ from alae.cost import level_flops  # noqa: E402
 from alae.data import read_manifest, train_batches, write_shards  # noqa: E402
 from alae.io import write_json  # noqa: E402
 from alae.presets import merged_preset  # noqa: E402
+from benchmarks.memory import TreeMemory  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -49,24 +53,26 @@ def measure(shards: Path, resolution: int, batch: int, workers: int, images: int
             shuffle_buffer: int, min_cpu_seconds: float = 0.5) -> dict:
     """Loader speed over at least `images` images and `min_cpu_seconds` of CPU time: CPU time
     is counted in clock ticks, so a short window on a fast machine can read 0 ticks."""
-    batches = train_batches(shards, resolution, batch, seed=0, workers=workers,
-                            shuffle_buffer=shuffle_buffer)
-    try:
-        for _ in range(max(1, workers) * 2):  # start-up and the buffer's first fill: untimed
-            next(batches)
-        pids = [os.getpid()] + [p.pid for p in multiprocessing.active_children()]
-        cpu0, start, n = [cpu_seconds(p) for p in pids], time.perf_counter(), 0
-        cpu = [0.0]
-        while n < images or sum(cpu) < min_cpu_seconds:
-            n += len(next(batches)[0])
-            cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
-        wall = time.perf_counter() - start
-    finally:
-        batches.close()
+    with TreeMemory() as memory:
+        batches = train_batches(shards, resolution, batch, seed=0, workers=workers,
+                                shuffle_buffer=shuffle_buffer)
+        try:
+            for _ in range(max(1, workers) * 2):  # start-up and the buffer's first fill: untimed
+                next(batches)
+            pids = [os.getpid()] + [p.pid for p in multiprocessing.active_children()]
+            cpu0, start, n = [cpu_seconds(p) for p in pids], time.perf_counter(), 0
+            cpu = [0.0]
+            while n < images or sum(cpu) < min_cpu_seconds:
+                n += len(next(batches)[0])
+                cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
+            wall = time.perf_counter() - start
+        finally:
+            batches.close()
     return {"workers": workers, "images": n, "seconds": round(wall, 2),
             "img_per_s": round(n / wall, 1), "cpu_seconds": round(sum(cpu), 2),
             "cpu_seconds_training_process": round(cpu[0], 2),
-            "img_per_cpu_s": round(n / sum(cpu), 1), "processes": len(pids)}
+            "img_per_cpu_s": round(n / sum(cpu), 1), "processes": len(pids),
+            "pss_all_mib": round(memory.peak_mib)}
 
 
 @click.command()
@@ -98,15 +104,16 @@ def main(shards: Path, build_from: Path | None, resolution: int | None, batch: i
     print(f"loader: {shards} ({manifest['counts']['train']} train images at "
           f"{manifest['resolution']} px), output {resolution} px, batch {batch}, "
           f"{len(os.sched_getaffinity(0))} cores")
-    print("| workers | img/s | img per CPU-second | CPU share of the training process |")
-    print("|---|---|---|---|")
+    print("| workers | img/s | img per CPU-second | CPU share of the training process | "
+          "peak Pss, all processes |")
+    print("|---|---|---|---|---|")
     rows = []
     for w in counts:
         row = measure(shards, resolution, batch, w, images, shuffle_buffer)
         rows.append(row)
         share = row["cpu_seconds_training_process"] / row["cpu_seconds"]
-        print(f"| {w} | {row['img_per_s']:.0f} | {row['img_per_cpu_s']:.0f} | {share:.0%} |",
-              flush=True)
+        print(f"| {w} | {row['img_per_s']:.0f} | {row['img_per_cpu_s']:.0f} | {share:.0%} | "
+              f"{row['pss_all_mib']} MiB |", flush=True)
 
     params = merged_preset(preset, ROOT / "params.yaml")
     top = level_flops(params)[-1]
