@@ -71,3 +71,16 @@ def test_loader_measure_counts_the_workers_cpu_and_closes_them(tiny_shards):
     assert row["pss_all_mib"] > 100   # torch alone is more than that
     assert row["img_per_s"] > 0 and 0 < row["cpu_seconds"] and row["img_per_cpu_s"] > 0
     assert not multiprocessing.active_children()
+
+
+def test_eval_memory_runs_the_evaluate_stage_and_reports_its_peak(tiny_shards):
+    from click.testing import CliRunner
+
+    from benchmarks.eval_memory import main
+
+    out = CliRunner().invoke(main, ["--shards", str(tiny_shards), "--preset", "mnist",
+                                    "--widths", "2,8", "--num-images", "64", "--batch-size", "32"])
+    assert out.exit_code == 0, out.output
+    line = out.output.strip().splitlines()[-1]
+    assert "mnist architecture, channels 2 -> 8, num_images 64, batch 32" in line, line
+    assert int(line.rsplit("peak Pss ", 1)[1].split()[0]) > 100   # torch alone is more
