@@ -7,7 +7,7 @@ PORT ?= 5000
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup test-deps run test ui team-server dataset clean-runs bench bench-data bench-loader sweep
+.PHONY: setup test-deps run test ui team-server dataset clean-runs bench bench-data bench-loader sweep gpu-check gpu-wheels
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,20 @@ test: setup test-deps
 
 bench: setup  # narrow it with e.g. BENCH_ARGS="--configs mnist --levels 3"
 	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
+
+# The CUDA path: the tests marked `gpu`, then benchmarks/gpu.py, into gpu_check.json (about 2-4 min
+# on one GPU). It needs the library alone, so it runs on a machine with only python3 and torch: the
+# venv's python where there is one, else python3 (GPU_PYTHON=...), with the pure-Python packages it
+# lacks installed from .gpu-wheels/ (made here by `make gpu-wheels`). Without CUDA it says so, exit 0.
+GPU_PYTHON ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
+gpu-check:
+	$(GPU_PYTHON) scripts/gpu_check.py --out gpu_check.json
+
+gpu-wheels: setup  # the versions this venv runs
+	mkdir -p .gpu-wheels
+	$(VENV)/bin/pip freeze | grep -iE '^(webdataset|braceexpand|pytorch[-_]fid)==' > .gpu-wheels/requirements.txt
+	$(VENV)/bin/pip download --quiet --disable-pip-version-check --no-deps -d .gpu-wheels \
+	  -r .gpu-wheels/requirements.txt
 
 # The shard stage at scale: a synthetic folder of BENCH_DATA_COUNT 256 px colour images
 # (data/synth/bench-30k, made by scripts/synth_images.py when missing), sharded with 1 and 2

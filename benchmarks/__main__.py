@@ -101,21 +101,24 @@ class Trial:
 
     def __init__(self, params: Params, lod: int, channels_last: bool = False,
                  precision: str = "fp32", r1_interval: int = 1, fused_resample: bool = False,
-                 threads: Optional[int] = None, batch: Optional[int] = None):
+                 threads: Optional[int] = None, batch: Optional[int] = None,
+                 device: str = "cpu"):
         model_cfg = dataclasses.replace(params.model, fused_resample=fused_resample)
         self.cfg = dataclasses.replace(params.train, r1_interval=r1_interval)
+        self.device = torch.device(device)
         torch.manual_seed(0)
         self.model = build_model(model_cfg, params.data.channels, params.data.resolution)
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.model.to(memory_format=self.fmt)
-        self.ema, self.precision = make_ema(self.model), Precision(precision, torch.device("cpu"))
+        self.model.to(self.device, memory_format=self.fmt)
+        self.ema, self.precision = make_ema(self.model), Precision(precision, self.device)
         schedule = Schedule.from_params(params, self.model.num_levels)
         phase = schedule(schedule.level_start(lod))
         self.batch, self.threads = batch or phase.batch_size, threads
         self.opt = make_optimizers(self.model, phase.lr, self.cfg.beta1, self.cfg.beta2)
         res = self.model.level_resolution(lod)
         self.level = Level(lod, 0.5 if lod > 0 else 1.0)  # mid-transition above 4x4
-        self.real = torch.rand(self.batch, params.data.channels, res, res) * 2 - 1
+        self.real = torch.rand(self.batch, params.data.channels, res, res,
+                               device=self.device) * 2 - 1
         self.steps, self.images, self.seconds = 0, 0, 0.0
         self.step_seconds = {True: [], False: []}  # lazy R1: steps with and without the penalty
 
@@ -124,10 +127,15 @@ class Trial:
         x = blend_real(self.real, self.level.alpha).contiguous(memory_format=self.fmt)
         k = self.cfg.r1_interval
         index = self.steps if r1 is None else (0 if r1 else 1)
+        cuda = self.device.type == "cuda"
         with num_threads(self.threads):
+            if cuda:
+                torch.cuda.synchronize(self.device)
             start = time.perf_counter()
             train_step(self.model, self.ema, self.opt, x, self.level, self.cfg, index,
                        self.precision)
+            if cuda:   # the step's kernels ran asynchronously: wait for them before timing
+                torch.cuda.synchronize(self.device)
             elapsed = time.perf_counter() - start
         self.step_seconds[index % k == 0].append(elapsed)
         self.steps += 1

@@ -84,3 +84,18 @@ def test_eval_memory_runs_the_evaluate_stage_and_reports_its_peak(tiny_shards):
     line = out.output.strip().splitlines()[-1]
     assert "mnist architecture, channels 2 -> 8, num_images 64, batch 32" in line, line
     assert int(line.rsplit("peak Pss ", 1)[1].split()[0]) > 100   # torch alone is more
+
+
+def test_gpu_check_without_cuda_says_so_exits_0_and_runs_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline_helpers import ROOT
+
+    if torch.cuda.is_available():
+        import pytest
+        pytest.skip("this machine has CUDA: make gpu-check runs the real thing")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--out",
+                          str(tmp_path / "gpu.json")], capture_output=True, text=True)
+    assert out.returncode == 0 and "needs a CUDA device" in out.stdout, out
+    assert not (tmp_path / "gpu.json").exists()

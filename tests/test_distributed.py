@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -27,11 +28,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_fixed(batches: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
+@contextmanager
+def draws_on_the_cpu():
+    """z and G's noise drawn from the CPU generator, then moved to the device: a run on CUDA
+    gets the random numbers of a run on the CPU, so their difference is the arithmetic alone."""
+    from alae.train import steps
+
+    real = steps.global_randn
+
+    def on_cpu(local, *shape, device=None, dtype=None):
+        return real(local, *shape, device="cpu", dtype=dtype).to(device)
+
+    steps.global_randn = on_cpu
+    try:
+        yield
+    finally:
+        steps.global_randn = real
+
+
+def train_fixed(batches: torch.Tensor, lr: float, device: str = "cpu") -> dict[str, torch.Tensor]:
     """The training loop's `train_step` (an 8x8 StyleALAE mid-transition) on fixed global
     batches (steps, B, 1, 8, 8), this rank taking its slice; returns the gradients of the first
     batch's four optimizer steps (E+D, F+G, then both for the latent update) as the optimizers saw
-    them (averaged over ranks), then the trained and EMA weights and w_avg."""
+    them (averaged over ranks), then the trained and EMA weights and w_avg (on the CPU). On a
+    CUDA `device` the random draws still come from the CPU generator (tests/test_gpu.py)."""
     from alae.config import TrainConfig
     from alae.distributed import world
     from alae.nn import build_model
@@ -45,10 +65,11 @@ def train_fixed(batches: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
     # below Adam's eps, so Adam's per-element normalisation cannot blow them up to +-lr steps
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
+    cuda = torch.device(device).type == "cuda"
     try:  # a failure here must not leave float64 behind for the tests that follow
-        batches = batches.double()
+        batches = batches.double().to(device)
         torch.manual_seed(0)  # same weights and the same random stream on every rank
-        model = build_model(parse_params({"model": MODEL}).model, 1, 8)
+        model = build_model(parse_params({"model": MODEL}).model, 1, 8).to(device)
         ema, opt, prec = make_ema(model), make_optimizers(model, lr, 0.0, 0.99), Precision()
         cfg = TrainConfig(r1_gamma=10.0, style_mixing=0.9, ema_kimg=0.5)
         level = Level(1, 0.5)
@@ -62,16 +83,17 @@ def train_fixed(batches: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
                 for group in optimizer.param_groups:
                     for p in group["params"]:
                         if p.grad is not None:
-                            out[f"grad.{update}.{names[p]}"] = p.grad.clone()
+                            out[f"grad.{update}.{names[p]}"] = p.grad.cpu().clone()
 
         for optimizer in (opt.ed, opt.fg):
             optimizer.register_step_pre_hook(record)
-        for step, real in enumerate(batches):
-            local = real.shape[0] // size
-            mine = real[rank * local:(rank + 1) * local]
-            train_step(model, ema, opt, mine, level, cfg, step, prec)
-        out.update({f"model.{k}": v.clone() for k, v in model.state_dict().items()})
-        out.update({f"ema.{k}": v.clone() for k, v in ema.state_dict().items()})
+        with draws_on_the_cpu() if cuda else nullcontext():
+            for step, real in enumerate(batches):
+                local = real.shape[0] // size
+                mine = real[rank * local:(rank + 1) * local]
+                train_step(model, ema, opt, mine, level, cfg, step, prec)
+        out.update({f"model.{k}": v.cpu().clone() for k, v in model.state_dict().items()})
+        out.update({f"ema.{k}": v.cpu().clone() for k, v in ema.state_dict().items()})
         return out
     finally:
         torch.set_default_dtype(previous)
@@ -97,22 +119,28 @@ def agreement_after_training(rank: int) -> torch.Tensor:
     return torch.tensor(agreed)
 
 
-def _worker(rank: int, size: int, port: int, batches: torch.Tensor, lr: float, out: str) -> None:
+def _worker(rank: int, size: int, port: int, batches: torch.Tensor, lr: float, out: str,
+            backend: str = "gloo") -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=size)
+    device = "cpu"
+    if backend == "nccl":   # one GPU per rank
+        torch.cuda.set_device(rank)
+        device = f"cuda:{rank}"
+    dist.init_process_group(backend, rank=rank, world_size=size)
     try:
-        trained = train_fixed(batches, lr)
+        trained = train_fixed(batches, lr, device)
         agreed = agreement_after_training(rank)
         torch.save({**trained, "agreed": agreed}, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def _one_and_two(batches: torch.Tensor, lr: float, tmp: Path) -> tuple[dict, list[dict]]:
+def _one_and_two(batches: torch.Tensor, lr: float, tmp: Path,
+                 backend: str = "gloo") -> tuple[dict, list[dict]]:
     torch.set_num_threads(1)
     single = train_fixed(batches, lr)
-    mp.spawn(_worker, args=(2, _free_port(), batches, lr, str(tmp)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), batches, lr, str(tmp), backend), nprocs=2, join=True)
     ranks = [torch.load(tmp / f"rank{r}.pt") for r in (0, 1)]
     for r in ranks:
         assert r.pop("agreed").tolist() == [True, True, False, False]
