@@ -8,7 +8,7 @@ what training, evaluation and the loader do on one CUDA device, in a few minutes
 - evaluation img/s of the Inception features (pytorch-fid's network on a random stand-in weights
   file in a temporary TORCH_HOME: speed only, its values mean nothing) and of generation + the
   featurenet at celeba-hq256's top level;
-- the loader's img/s at 256 px (synthetic scenes of scripts/synth_images.py, sharded as the shard
+- the loader's img/s at 256 px (procedural scenes of scripts/synth_images.py, sharded as the shard
   stage does, `data.encoding: auto`) with 0 and N decoding workers, against the top level's
   consumption measured above.
 
@@ -125,7 +125,7 @@ def loader(work: Path, consume: float) -> dict:
     cores = len(os.sched_getaffinity(0))
     subprocess.run([sys.executable, str(ROOT / "scripts" / "synth_images.py"), "--out",
                     str(images), "--count", str(LOADER_IMAGES), "--size", "256", "--workers",
-                    str(cores)], check=True, capture_output=True)
+                    str(cores), "--no-items"], check=True, capture_output=True)
     shards = work / "shards"
     write_shards(DataConfig(source="folder", path=str(images), resolution=256, channels=3,
                             shard_size=250, workers=cores), shards)

@@ -25,12 +25,13 @@ pytestmark = [pytest.mark.gpu,
 
 @pytest.fixture(scope="module")
 def scenes8(tmp_path_factory) -> Path:
-    """400 synthetic grey scenes at 8x8 (no labels), in shards of 200."""
+    """400 synthetic grey scenes at 8x8 (no labels), in shards of 200; procedural only (a GPU
+    machine has no Fashion-MNIST items to composite)."""
     from alae.data import write_shards
 
     tmp = tmp_path_factory.mktemp("gpu")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "synth_images.py"), "--out",
-                    str(tmp / "scenes"), "--count", "400", "--size", "64"],
+                    str(tmp / "scenes"), "--count", "400", "--size", "64", "--no-items"],
                    check=True, capture_output=True)
     out = tmp / "shards"
     write_shards(DataConfig(source="folder", path=str(tmp / "scenes"), resolution=8, channels=1,
