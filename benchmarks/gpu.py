@@ -44,14 +44,14 @@ TOP_VARIANTS = {"bf16": {"precision": "bf16"}, "fp16": {"precision": "fp16"},
 LOADER_IMAGES = 1000
 
 
-def levels(params: Params) -> list[int]:
+def levels(num_levels: int) -> list[int]:
     """4x4, a middle level and the top one (lods)."""
-    top = len(level_flops(params)) - 1
+    top = num_levels - 1
     return sorted({0, top // 2, top})
 
 
-def train_row(params: Params, lod: int, variant: str, options: dict, seconds: float,
-              device: str) -> dict:
+def train_row(params: Params, lod: int, gflop: float, variant: str, options: dict,
+              seconds: float, device: str) -> dict:
     torch.cuda.reset_peak_memory_stats(device)
     trial = Trial(params, lod, device=device, **options)
     for _ in range(2):   # allocations, cuDNN's algorithm search
@@ -59,7 +59,6 @@ def train_row(params: Params, lod: int, variant: str, options: dict, seconds: fl
     trial.step_seconds = {True: [], False: []}
     trial.run(seconds)
     speed = trial.img_per_s()
-    gflop = level_flops(params)[lod] / 1e9
     return {"level": lod, "resolution": trial.model.level_resolution(lod), "variant": variant,
             "batch": trial.batch, "img_per_s": round(speed, 1),
             "gflop_per_img": round(gflop, 2), "tflop_per_s": round(gflop * speed / 1e3, 2),
@@ -70,12 +69,14 @@ def training(seconds: float, device: str) -> list[dict]:
     rows = []
     for preset in PRESETS:
         params = merged_preset(preset, ROOT / "params.yaml")
-        for lod in levels(params):
+        gflops = [f / 1e9 for f in level_flops(params)]   # per image, R1 every step
+        for lod in levels(len(gflops)):
             variants = {"fp32": {}}
-            if lod == levels(params)[-1]:
+            if lod == len(gflops) - 1:
                 variants.update(TOP_VARIANTS)
             for name, options in variants.items():
-                row = {"preset": preset, **train_row(params, lod, name, options, seconds, device)}
+                row = {"preset": preset, **train_row(params, lod, gflops[lod], name, options,
+                                                     seconds, device)}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     return rows
