@@ -48,8 +48,11 @@ setup: $(VENV)/.installed dataset
 run: setup
 	dvc repro
 
+# Two pytest processes (pytest-xdist), each taking whole test files: one process left a core
+# idle ~half the time, waiting on the DVC, MLflow, Chromium and stage subprocesses the tests run.
+TEST_WORKERS ?= 2
 test: setup test-deps
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: setup  # narrow it with e.g. BENCH_ARGS="--configs mnist --levels 3"
 	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
