@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from alae.config import DataConfig, Params  # noqa: E402
 from alae.cost import level_flops  # noqa: E402
 from alae.data import write_shards  # noqa: E402
+from alae.io import write_json  # noqa: E402
 from alae.presets import merged_preset  # noqa: E402
 from benchmarks.__main__ import Trial  # noqa: E402
 
@@ -153,7 +154,7 @@ def main(out: str, seconds: float, device: str) -> None:
                if r["preset"] == "celeba-hq256" and r["variant"] == "bf16"]
         result["loader"] = loader(Path(tmp), top[0]["img_per_s"] if top else 0.0)
     result["seconds"] = round(time.perf_counter() - start, 1)
-    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    write_json(out, result)
     print(f"-> {out} ({result['seconds']} s)")
 
 

@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from alae.io import write_json  # noqa: E402   (the standard library only)
+
 WHEELS = ROOT / ".gpu-wheels"
 NEEDED = ("webdataset", "braceexpand", "pytorch_fid")
 
@@ -71,9 +74,7 @@ def main() -> None:
                         "seconds": round(test_seconds, 1)},
               "benchmark": (json.loads(bench_out.read_text()) if bench.returncode == 0
                             else {"returncode": bench.returncode})}
-    tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(args.out)
+    write_json(args.out, result)
     print(f"gpu-check: tests {result['tests']['summary']}; benchmark "
           f"{'written' if bench.returncode == 0 else 'FAILED'}; -> {args.out} "
           f"({time.perf_counter() - start:.0f} s)")
