@@ -131,7 +131,8 @@ def metrics(model_path: str, names: str, data: str, features: str, featurenet: s
                               run_metrics)
     from alae.metrics.features import load_extractor
     from alae.metrics.ppl import load_distance
-    from alae.metrics.refstats import dataset_digest
+    from alae.metrics.stats import StatsCache, dataset_digest
+    from alae.tracking import repo_root
 
     where = resolve_device(device, "--device")
     model, _, meta = load_model(model_path, where)
@@ -160,7 +161,7 @@ def metrics(model_path: str, names: str, data: str, features: str, featurenet: s
                   "data": str(data), "data_kind": kind, **about_data,
                   **provenance(extractor, distance, rec), "metrics_protocol": METRICS_PROTOCOL}
         results = run_metrics(model, extractor, shards, cfg, names, ppl_distance=distance,
-                              rec_distance=rec)
+                              rec_distance=rec, cache=StatsCache.default(repo_root()))
     for r in results:
         click.echo(f"{r.metric}: " + (", ".join(f"{k}={v:.6g}" for k, v in r.values.items())
                                        or "skipped"))

@@ -33,13 +33,14 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from alae.config import DataConfig, EvaluateConfig, load_params  # noqa: E402
-from alae.data import eval_batches, read_manifest, write_shards  # noqa: E402
+from alae.data import read_manifest, write_shards  # noqa: E402
 from alae.featurenet import Featurenet, save_featurenet  # noqa: E402
 from alae.errors import UserError  # noqa: E402
 from alae.metrics import Evaluation  # noqa: E402
 from alae.metrics.features import ClassifierFeatures  # noqa: E402
 from alae.metrics.fid import FeatureStats, frechet_distance, save_stats  # noqa: E402
 from alae.metrics.inception import InceptionFeatures  # noqa: E402
+from alae.metrics.stats import split_stats  # noqa: E402
 from alae.nn import build_model  # noqa: E402
 from alae.pixels import to_uint8  # noqa: E402
 from benchmarks.standin import write_standin_weights  # noqa: E402
@@ -58,13 +59,6 @@ def classifier(path: Path, channels: int, resolution: int, work: Path) -> tuple:
         path = work / "featurenet-untrained.pt"
         save_featurenet(Featurenet(channels, resolution, 10).eval(), path)
     return ClassifierFeatures.from_file(path), path
-
-
-def reference(extractor, shards: Path, resolution: int, n: int, batch: int) -> FeatureStats:
-    stats = FeatureStats()
-    for x, _ in eval_batches(shards, "test", resolution, batch, n):
-        stats.update(extractor(x.clamp(-1, 1)))
-    return stats
 
 
 def write_pngs(model, n: int, batch: int, folder: Path, seed: int = 0) -> None:
@@ -135,7 +129,7 @@ def main(params_path: str, shards: str, featurenet: str, images: int, inception_
     for space, (extractor, n) in spaces.items():
         batch = min(batch_size, n)
         cfg = EvaluateConfig(num_images=n, batch_size=batch, features=space)
-        ref = reference(extractor, shards_dir, resolution, n, batch)
+        ref = split_stats(extractor, shards_dir, "test", resolution, batch, n).stats
         # where the time goes: the model alone, the extractor alone, the Fréchet distance alone
         z = torch.randn(n, int(model.latent))
         with torch.no_grad():

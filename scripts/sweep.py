@@ -163,6 +163,7 @@ def frontier(experiment: str, marks: str, csv_path: str, params_path: str, featu
     from alae.metrics.features import load_extractor
     from alae.metrics.ppl import load_distance
     from alae.metrics.refstats import load_reference
+    from alae.metrics.stats import StatsCache
     from alae.tracking import exported_runs
 
     runs = [r for r in exported_runs(experiment) if r["exp_name"] == experiment and r["run_key"]]
@@ -189,7 +190,7 @@ def frontier(experiment: str, marks: str, csv_path: str, params_path: str, featu
         reference = load_reference(refstats, extractor, shards, int(model.resolution),
                                    cfg.reference)
         metrics = evaluate_model(model, extractor, shards, cfg, reference=reference,
-                                 ppl_distance=distance)
+                                 ppl_distance=distance, cache=StatsCache.default(ROOT))
         seconds = load_checkpoint(path)["training"]["seconds"]
         rows.append({"experiment": experiment, "run_key": key, "kimg": f"{mark:g}",
                      "images_seen": images, "train_seconds": seconds,

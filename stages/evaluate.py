@@ -8,7 +8,9 @@ sizes, reference split, KID's subsets, P/R's k, PPL's crop) is the MLflow tag
 
 The reference split's statistics come from the refstats stage's file (`--refstats`) when it was
 made for this space, featurenet, split, data and the model's resolution; otherwise they are
-computed here.
+computed here. Feature statistics are memoised in `.alae/cache/stats/` (alae/metrics/stats.py:
+keyed by everything that moves them, so a cached number is the one a fresh pass computes;
+`ALAE_STATS_CACHE=off` computes every time).
 """
 import json
 import sys
@@ -28,7 +30,8 @@ from alae.devices import resolve_device  # noqa: E402
 from alae.metrics.features import ClassifierFeatures, load_extractor  # noqa: E402
 from alae.metrics.ppl import load_distance  # noqa: E402
 from alae.metrics.refstats import load_reference  # noqa: E402
-from alae.tracking import pipeline_run  # noqa: E402
+from alae.metrics.stats import StatsCache  # noqa: E402
+from alae.tracking import pipeline_run, repo_root  # noqa: E402
 
 
 def ppl_classifier(extractor, featurenet: str, device):
@@ -73,7 +76,8 @@ def main(params_path: str, model_path: str, featurenet: str, refstats: str, shar
     rec_distance = load_distance(cfg.rec_distance, classifier, device, "evaluate.rec_distance")
     with pipeline_run(params, "evaluate") as run:
         results = run_metrics(model, extractor, shards, cfg, reference=reference,
-                              ppl_distance=distance, rec_distance=rec_distance)
+                              ppl_distance=distance, rec_distance=rec_distance,
+                              cache=StatsCache.default(repo_root()))
         metrics = {k: v for r in results for k, v in r.values.items()}
         # The protocol beside the numbers, so that `dvc exp show` shows which one each run used.
         write_json(out, {**metrics, "metrics_protocol": METRICS_PROTOCOL})

@@ -34,6 +34,10 @@ by the loader when it is lower than the stored one; every image clamped to [-1, 
 - `probe`: `probe_acc`, a linear SVM on E(x) of the first `probe_train` train images scored on
   every test image, and `probe_acc_pixels`, the same on pixels (alae/metrics/probe.py); skipped,
   with a note, when the data has no labels.
+Every feature set above is one of the two memoised primitives of alae/metrics/stats.py,
+`split_stats` (a split, optionally through `Reconstruction`) and `generator_stats` (a model's
+samples); `run_metrics(..., cache=StatsCache(...))` reads what an earlier evaluation of the
+same inputs computed.
 Provenance (which featurenet file, which metrics protocol) is not a number: `provenance(extractor)`
 gives it as strings.
 
@@ -46,11 +50,12 @@ nothing, so the default run's keys keep their meaning.
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +70,8 @@ from alae.metrics.ppl import (CROPS, EPSILON, FeatureDistance, PathDistance, loa
                               perceptual_path_length)
 from alae.metrics.probe import C as PROBE_C
 from alae.metrics.probe import PIXEL_RESOLUTION, linear_probe
+from alae.metrics.stats import (Measured, Reconstruction, StatsCache, generator_stats,
+                                split_stats)
 
 # What the numbers mean for one model and params (how images are drawn, sample sizes, distances):
 # bump it with any change that moves a number, so that numbers from before and after are never
@@ -81,16 +88,18 @@ REFERENCE_SUFFIX = {"test": "", "train": "_trainref"}
 # What a metric reads from an Evaluation (each the name of the Evaluation's attribute that holds
 # it); each is computed at most once per Evaluation, and only when a metric asked for names it
 # (`register(..., uses=...)`):
-GENERATED = "generated"          # features of num_images samples
+GENERATED = "generated"          # statistics of num_images samples
+GENERATED_FEATURES = "generated_features"  # ...with every vector kept (KID, P/R)
 REFERENCE = "reference"          # reference-split mean and covariance, given or computed
 REFERENCE_FEATURES = "reference_features"  # features of every reference-split image
-RECONSTRUCTED = "reconstructed"  # features of the reconstructions (and `mse`, their error)
+RECONSTRUCTED = "reconstructed"  # statistics of the reconstructions (and `mse`, their error)
+RECONSTRUCTED_FEATURES = "reconstructed_features"  # ...with every vector kept
 REC_DISTANCE = "rec_distance"    # mean distance of the test images to their reconstructions
 FLOOR = "floor_subset"           # features of the data floor's images (of the other split)
 PROBE = "probe_data"             # codes, pixels and labels for the probe
 PPL = "ppl_distance"             # the PPL distance
-SHARED = (GENERATED, REFERENCE, REFERENCE_FEATURES, RECONSTRUCTED, REC_DISTANCE, FLOOR, PROBE,
-          PPL)
+SHARED = (GENERATED, GENERATED_FEATURES, REFERENCE, REFERENCE_FEATURES, RECONSTRUCTED,
+          RECONSTRUCTED_FEATURES, REC_DISTANCE, FLOOR, PROBE, PPL)
 
 
 @dataclass(frozen=True)
@@ -172,8 +181,8 @@ class _Probe:
         self.pixels: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
 
-    def add(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.codes.append(model.encode(x).float().cpu().numpy())
+    def add(self, codes: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.codes.append(codes.float().cpu().numpy())
         small = resize(x, min(PIXEL_RESOLUTION, x.shape[-1]))
         self.pixels.append(small.flatten(1).float().cpu().numpy())
         self.labels.append(y.numpy())
@@ -182,34 +191,39 @@ class _Probe:
         return tuple(np.concatenate(a) for a in (self.codes, self.pixels, self.labels))
 
 
-@dataclass
-class _SplitPass:
-    real: Optional[FeatureStats]   # the reference split: every image (features kept when
-                                   # REFERENCE_FEATURES is used); the other: the floor's images
-    reconstructed: FeatureStats    # the test split only, as the two below
-    mse: float
-    rec_distance: float
-    probe: Optional[_Probe]
+def _squared_error(x: torch.Tensor, xr: torch.Tensor, _f: torch.Tensor) -> torch.Tensor:
+    """Per image: the mean squared error per pixel (all images have as many pixels)."""
+    return (xr.double() - x.double()).pow(2).flatten(1).mean(1)
 
 
 class Evaluation:
-    """One model, one extractor, one shard folder: the passes metrics share, each run at most once
-    (each split is read at most once: the test split for its features, the reconstructions, their
-    MSE and distance and the probe's test codes; the train split for its features and the probe's
-    train codes). Feature sets keep their vectors (`FeatureStats.features()`) for KID and P/R.
+    """One model, one extractor, one shard folder: the statistics metrics share, each computed at
+    most once per Evaluation, and each one of the two memoised primitives of
+    alae/metrics/stats.py (with a `cache`, at most once per key on disk):
 
-    `needs` names the metrics that will be asked for, so a pass computes only what they use.
-    `reference`: precomputed statistics of the `cfg.reference` split in the extractor's space
-    (refstats stage). `ppl_distance`, `rec_distance`: the PPL and reconstruction distances; None
-    loads `cfg.ppl_distance`, `cfg.rec_distance` (`load_distance`).
+    - the reference: `split_stats(reference split)`, every image, vectors kept for KID and P/R;
+    - the data floor: `split_stats(other split, n_floor)`;
+    - the reconstructions: `split_stats(test, n_rec, transform=Reconstruction(model, seed))`,
+      with the per-image squared error (`mse`) and distance (`rec_distance`) measured beside;
+    - the samples: `generator_stats(model, num_images, seed)`.
+
+    The probe's codes are not feature statistics: it encodes the train subset, and takes the
+    test split's from the reconstruction pass when that pass encoded every test image (else it
+    encodes them too). `needs` names the
+    metrics that will be asked for, so only what they use is computed. `reference`: precomputed
+    statistics of the `cfg.reference` split in the extractor's space (refstats stage).
+    `ppl_distance`, `rec_distance`: the PPL and reconstruction distances; None loads
+    `cfg.ppl_distance`, `cfg.rec_distance` (`load_distance`).
     """
 
     def __init__(self, model: torch.nn.Module, extractor, shards_dir: str | Path,
                  cfg: EvaluateConfig, needs: Optional[Iterable[str]] = None,
                  reference: Optional[FeatureStats] = None,
                  ppl_distance: Optional[PathDistance] = None,
-                 rec_distance: Optional[PathDistance] = None):
+                 rec_distance: Optional[PathDistance] = None,
+                 cache: Optional[StatsCache] = None):
         self.model, self.extractor, self.shards_dir, self.cfg = model, extractor, shards_dir, cfg
+        self.cache = cache
         self.space = extractor.name
         self.ref_suffix = REFERENCE_SUFFIX[cfg.reference]
         self.device = next(model.parameters()).device
@@ -227,8 +241,8 @@ class Evaluation:
         self.n_probe = min(cfg.probe_train, self.n_train)
         names = default_metrics() if needs is None else resolve_names(needs)
         self.uses = metric_uses(names)
-        self._with_probe = PROBE in self.uses and self.labelled
         self._given_reference = reference
+        self._test_codes: list[tuple[Sequence[int], torch.Tensor]] = []
         if reference is not None and reference.dim != extractor.dim:
             raise ValueError(f"reference statistics are {reference.dim}-d, "
                              f"the {self.space} space is {extractor.dim}-d")
@@ -241,102 +255,33 @@ class Evaluation:
         self.ppl_distance, self.rec_distance_fn = ppl_distance, rec_distance
         extractor.to(self.device)
 
-    def _need(self, what: str) -> None:
-        if what not in self.uses:
-            raise RuntimeError(f"this Evaluation was built without {what!r}: no metric asked for "
-                               "it uses it")
+    def _need(self, *what: str) -> None:
+        if not self.uses & set(what):
+            raise RuntimeError(f"this Evaluation was built without {' or '.join(what)}: no "
+                               "metric asked for uses it")
 
-    def _batches(self, split: str, limit: Optional[int] = None):
-        n = self.counts[split] if limit is None else min(self.counts[split], limit)
-        return eval_batches(self.shards_dir, split, self.resolution, self.cfg.batch_size, n), n
-
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.extractor(x.clamp(-1, 1))
-
-    def _rec_distances(self, x: torch.Tensor, xr: torch.Tensor,
-                       fx: Optional[torch.Tensor], fxr: torch.Tensor) -> torch.Tensor:
-        """Per-image `rec_distance` of x to xr; the classifier distance in the classifier space
-        reuses the features the pass computed anyway."""
-        d = self.rec_distance_fn
-        if isinstance(d, FeatureDistance) and d.extractor is self.extractor and \
-                fx is not None and len(fx) >= len(xr):
-            return d.of_features(fx[:len(xr)], fxr)
-        return d(x, xr)
-
-    def _read_split(self, split: str) -> _SplitPass:
-        """One read of `split` (only as far as needed)."""
-        is_ref = split == self.ref_split
-        if is_ref:
-            keep = REFERENCE_FEATURES in self.uses
-            want = keep or (self._given_reference is None and REFERENCE in self.uses)
-            n_real = self.counts[split] if want else 0
-        else:
-            keep, n_real = False, self.n_floor if FLOOR in self.uses else 0
-        test = split == "test"
-        n_rec = self.n_rec if test and self.uses & {RECONSTRUCTED, REC_DISTANCE} else 0
-        with_distance = test and REC_DISTANCE in self.uses and self.rec_distance_fn is not None
-        n_probe = (self.counts[split] if test else self.n_probe) if self._with_probe else 0
-        real = FeatureStats(keep=keep) if n_real else None
-        rec = FeatureStats(keep=True)
-        probe = _Probe() if n_probe else None
-        sq_err, pixels, dist, seen = 0.0, 0, 0.0, 0
-        batches, n = self._batches(split, max(n_real, n_rec, n_probe))
-        parts = [p for p, on in ((f"{split} features" if is_ref else "data floor", n_real),
-                                 ("reconstructions", n_rec), ("probe codes", n_probe)) if on]
-        cuda = [self.device] if self.device.type == "cuda" else []
-        # G's per-pixel noise in the reconstructions: per test image (alae/metrics/draws.py), so
-        # rec_fid and mse are the same for any batch size and whatever the process drew before
-        # (the global RNG is forked and seeded only for models that ignore `noise`).
-        with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(self.cfg.seed + 1)
-            for x, y in _bar(batches, f"{split} split: " + ", ".join(parts),
-                             -(-n // self.cfg.batch_size)):
-                x = x.to(self.device)
-                fx = self._features(x[:n_real - seen]) if seen < n_real else None
-                if fx is not None:
-                    real.update(fx)
-                if seen < n_probe:
-                    probe.add(self.model, x[:n_probe - seen], y[:n_probe - seen])
-                take = min(len(x), n_rec - seen)
-                if take > 0:
-                    noise = draws.noise(self.cfg.seed, "reconstructions",
-                                        range(seen, seen + take))
-                    xr = self.model.reconstruct(x[:take], noise=noise).clamp(-1, 1)
-                    fxr = self._features(xr)
-                    rec.update(fxr)
-                    sq_err += (xr.double() - x[:take].double()).pow(2).sum().item()
-                    pixels += xr.numel()
-                    if with_distance:
-                        dist += self._rec_distances(x[:take], xr, fx, fxr).double().sum().item()
-                seen += len(x)
-        n_done = min(seen, n_rec)
-        return _SplitPass(real, rec, sq_err / pixels if pixels else float("nan"),
-                          dist / n_done if n_done else float("nan"), probe)
+    def _split(self, split: str, n: Optional[int] = None, **kwargs) -> Measured:
+        return split_stats(self.extractor, self.shards_dir, split, self.resolution,
+                           self.cfg.batch_size, n, cache=self.cache, **kwargs)
 
     @cached_property
-    def _test_pass(self) -> _SplitPass:
-        return self._read_split("test")
-
-    @cached_property
-    def _train_pass(self) -> _SplitPass:
-        return self._read_split("train")
-
-    def _pass(self, split: str) -> _SplitPass:
-        return self._test_pass if split == "test" else self._train_pass
+    def _reference_split(self) -> FeatureStats:
+        return self._split(self.ref_split, keep=REFERENCE_FEATURES in self.uses,
+                           desc=f"{self.ref_split} split (reference)").stats
 
     @property
     def reference(self) -> FeatureStats:
         """Reference-split statistics for FID: the given ones, else computed here."""
         self._need(REFERENCE)
         given = self._given_reference
-        return given if given is not None else self._pass(self.ref_split).real
+        return given if given is not None else self._reference_split
 
     @property
     def reference_features(self) -> FeatureStats:
         """Every reference image's features (`.features()`), computed here even when `reference`
         is given (a statistics file holds no vectors)."""
         self._need(REFERENCE_FEATURES)
-        return self._pass(self.ref_split).real
+        return self._reference_split
 
     @cached_property
     def reference_radii(self) -> torch.Tensor:
@@ -345,55 +290,101 @@ class Evaluation:
         return precision_recall.knn_radii(
             precision_recall.as_features(self.reference_features.features()))
 
+    def _rec_distance_measure(self) -> tuple[str, Callable]:
+        """(what fixes it, per-image fn) for `rec_distance`: the classifier distance in the
+        classifier space reuses the features of the reconstructions."""
+        d = self.rec_distance_fn
+        ident = json.dumps({"distance": d.name, **d.provenance()}, sort_keys=True)
+        if isinstance(d, FeatureDistance) and d.extractor is self.extractor:
+            return ident, lambda x, xr, fxr: d.of_features(self.extractor(x.clamp(-1, 1)), fxr)
+        return ident, lambda x, xr, _f: d(x, xr)
+
+    @cached_property
+    def _reconstructions(self) -> Measured:
+        self._need(RECONSTRUCTED, RECONSTRUCTED_FEATURES, REC_DISTANCE)
+        measures = {"mse": ("per-pixel mean squared error", _squared_error)}
+        if REC_DISTANCE in self.uses and self.rec_distance_fn is not None:
+            measures["rec_distance"] = self._rec_distance_measure()
+        # The probe's test codes are the E(x) this pass computes anyway (same batches, same
+        # bits): collected when the probe will want every test image's.
+        collect = PROBE in self.uses and self.labelled and self.n_rec == self.n_test and \
+            hasattr(self.model, "decode")
+        transform = Reconstruction(self.model, self.cfg.seed,
+                                   on_codes=(lambda idx, c: self._test_codes.append((idx, c)))
+                                   if collect else None)
+        return self._split("test", self.n_rec, transform=transform, measures=measures,
+                           keep=RECONSTRUCTED_FEATURES in self.uses,
+                           desc="reconstructions of the test split")
+
     @property
     def reconstructed(self) -> FeatureStats:
         """Features of the reconstructions of the first n_rec test images."""
-        self._need(RECONSTRUCTED)
-        return self._test_pass.reconstructed
+        self._need(RECONSTRUCTED, RECONSTRUCTED_FEATURES)
+        return self._reconstructions.stats
+
+    @property
+    def reconstructed_features(self) -> FeatureStats:
+        self._need(RECONSTRUCTED_FEATURES)
+        return self._reconstructions.stats
 
     @property
     def mse(self) -> float:
         self._need(RECONSTRUCTED)
-        return self._test_pass.mse
+        return self._reconstructions.means["mse"]
 
     @property
     def rec_distance(self) -> float:
         """Mean `evaluate.rec_distance` of the first n_rec test images to their reconstructions
         (NaN without a distance: no featurenet for `classifier`)."""
         self._need(REC_DISTANCE)
-        return self._test_pass.rec_distance
+        return self._reconstructions.means.get("rec_distance", float("nan"))
 
     @cached_property
     def generated(self) -> FeatureStats:
-        self._need(GENERATED)
-        stats = FeatureStats(keep=True)
-        seed, latent, bs = self.cfg.seed, int(self.model.latent), self.cfg.batch_size
-        cuda = [self.device] if self.device.type == "cuda" else []
-        # z and G's noise per image (alae/metrics/draws.py). The global RNG is forked and seeded
-        # only for models that ignore `noise` and draw from it anyway.
-        with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
-            starts = range(0, self.n_gen, bs)
-            for s in _bar(starts, "generated", len(starts)):
-                images = range(s, min(s + bs, self.n_gen))
-                z = draws.latents(seed, "samples", images, latent).to(self.device)
-                x = self.model.generate(z, noise=draws.noise(seed, "samples", images))
-                stats.update(self._features(x))
-        return stats
+        """Features of the num_images samples (`generator_stats`)."""
+        self._need(GENERATED, GENERATED_FEATURES)
+        return generator_stats(self.model, self.extractor, self.n_gen, self.cfg.seed,
+                               self.cfg.batch_size, keep=GENERATED_FEATURES in self.uses,
+                               cache=self.cache)
 
     @property
+    def generated_features(self) -> FeatureStats:
+        self._need(GENERATED_FEATURES)
+        return self.generated
+
+    @cached_property
     def floor_subset(self) -> FeatureStats:
         """Features of the first n_floor images of the split that is not the reference."""
         self._need(FLOOR)
-        return self._pass(self.floor_split).real
+        return self._split(self.floor_split, self.n_floor,
+                           desc=f"{self.floor_split} split (data floor)").stats
+
+    def _probe_split(self, split: str, n: int) -> tuple[np.ndarray, ...]:
+        """Codes, pixels and labels of the first n images of `split`; the codes collected by
+        the reconstruction pass when it encoded exactly these images (in the same batches)."""
+        codes: list[torch.Tensor] = []
+        if split == "test" and [i for idx, _ in self._test_codes for i in idx] == list(range(n)):
+            codes = [c for _, c in self._test_codes]
+        probe = _Probe()
+        what = f"{split} split (probe{'' if codes else ' codes'})"
+        with torch.inference_mode():
+            for k, (x, y) in enumerate(_bar(eval_batches(self.shards_dir, split, self.resolution,
+                                                         self.cfg.batch_size, n),
+                                            what, -(-n // self.cfg.batch_size))):
+                x = x.to(self.device)
+                if codes and len(codes[k]) != len(x):
+                    raise RuntimeError("the reconstruction pass's batches are not the probe's")
+                probe.add(codes[k] if codes else self.model.encode(x), x, y)
+        return probe.arrays()
 
     @cached_property
     def probe_data(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         """((codes, pixels, labels) of the train subset, (codes, pixels, labels) of the test
         set)."""
-        if not self._with_probe:
-            raise RuntimeError("this Evaluation was built without the probe")
-        return self._train_pass.probe.arrays(), self._test_pass.probe.arrays()
+        self._need(PROBE)
+        if not self.labelled:
+            raise RuntimeError("the dataset has no labels for the probe")
+        return self._probe_split("train", self.n_probe), self._probe_split("test", self.n_test)
 
     def ppl(self, sampling: str) -> float:
         return perceptual_path_length(self.model, self.ppl_distance, self.cfg.ppl_samples,
@@ -425,27 +416,28 @@ def _against_reference(prefix: str, images: str, n: Callable[["Evaluation"], int
                        kid_pr_default: bool) -> None:
     """Register `<prefix>fid`, `<prefix>kid` and `<prefix>pr`: the feature set `images`
     (GENERATED or RECONSTRUCTED, `n(ev)` images) against the reference split."""
+    vectors = f"{images}_features"   # KID and P/R read every vector
     def fid_(ev: Evaluation) -> dict[str, float]:
         return {f"{prefix}fid_{ev.space}{ev.ref_suffix}":
                 frechet_distance(getattr(ev, images), ev.reference)}
 
     def kid_(ev: Evaluation) -> dict[str, float]:
-        mean, std = kid.kid(getattr(ev, images).features(), ev.reference_features.features(),
+        mean, std = kid.kid(getattr(ev, vectors).features(), ev.reference_features.features(),
                             seed=ev.cfg.seed)
         return {f"{prefix}kid_{ev.space}{ev.ref_suffix}": mean,
                 f"{prefix}kid_std_{ev.space}{ev.ref_suffix}": std}
 
     def pr_(ev: Evaluation) -> dict[str, float]:
-        p, r = precision_recall.precision_recall(getattr(ev, images).features(),
+        p, r = precision_recall.precision_recall(getattr(ev, vectors).features(),
                                                  ev.reference_features.features(),
                                                  real_radii=ev.reference_radii)
         return {f"{prefix}precision_{ev.space}{ev.ref_suffix}": p,
                 f"{prefix}recall_{ev.space}{ev.ref_suffix}": r}
 
     register(f"{prefix}fid", uses={images, REFERENCE}, protocol=_vs_reference(n))(fid_)
-    register(f"{prefix}kid", uses={images, REFERENCE_FEATURES}, protocol=_kid_protocol(n),
+    register(f"{prefix}kid", uses={vectors, REFERENCE_FEATURES}, protocol=_kid_protocol(n),
              default=kid_pr_default)(kid_)
-    register(f"{prefix}pr", uses={images, REFERENCE_FEATURES}, protocol=_pr_protocol(n),
+    register(f"{prefix}pr", uses={vectors, REFERENCE_FEATURES}, protocol=_pr_protocol(n),
              default=kid_pr_default)(pr_)
 
 
@@ -530,12 +522,14 @@ def run_metrics(model: torch.nn.Module, extractor, shards_dir: str | Path, cfg: 
                 metrics: Optional[Iterable[str]] = None, *,
                 reference: Optional[FeatureStats] = None,
                 ppl_distance: Optional[PathDistance] = None,
-                rec_distance: Optional[PathDistance] = None) -> list[Result]:
+                rec_distance: Optional[PathDistance] = None,
+                cache: Optional[StatsCache] = None) -> list[Result]:
     """Each named metric (default: `default_metrics()`; groups such as `ppl` expanded) with its
-    protocol: the metric's own (`register(protocol=...)`) plus the evaluation's seed."""
+    protocol: the metric's own (`register(protocol=...)`) plus the evaluation's seed. `cache`:
+    where the feature statistics are memoised (alae/metrics/stats.py); None computes them."""
     wanted = default_metrics() if metrics is None else resolve_names(metrics)
     ev = Evaluation(model, extractor, shards_dir, cfg, needs=wanted, reference=reference,
-                    ppl_distance=ppl_distance, rec_distance=rec_distance)
+                    ppl_distance=ppl_distance, rec_distance=rec_distance, cache=cache)
     return [Result(name, _METRICS[name].fn(ev), {**_METRICS[name].protocol(ev), "seed": cfg.seed})
             for name in wanted]
 
@@ -544,7 +538,8 @@ def evaluate_model(model: torch.nn.Module, extractor, shards_dir: str | Path, cf
                    metrics: Optional[Iterable[str]] = None, *,
                    reference: Optional[FeatureStats] = None,
                    ppl_distance: Optional[PathDistance] = None,
-                   rec_distance: Optional[PathDistance] = None) -> dict[str, float]:
+                   rec_distance: Optional[PathDistance] = None,
+                   cache: Optional[StatsCache] = None) -> dict[str, float]:
     """Run the named metrics (default: `default_metrics()`) and merge their `{key: float}` results.
 
     Deterministic for a given cfg.seed, model, extractor and shards. `reference`: precomputed
@@ -554,29 +549,20 @@ def evaluate_model(model: torch.nn.Module, extractor, shards_dir: str | Path, cf
     """
     out: dict[str, float] = {}
     for result in run_metrics(model, extractor, shards_dir, cfg, metrics, reference=reference,
-                              ppl_distance=ppl_distance, rec_distance=rec_distance):
+                              ppl_distance=ppl_distance, rec_distance=rec_distance, cache=cache):
         out.update(result.values)
     return out
 
 
-@torch.inference_mode()
 def quick_fid(model: torch.nn.Module, extractor, reference: FeatureStats, n: int, seed: int,
               batch_size: int = 250) -> float:
     """FID of `n` samples at the level of detail the model is at, upsampled (nearest, as the
     training's sample grids) to its final resolution: for watching a run, not for reporting.
-    z and G's noise are evaluate's first `n` samples for `seed` (alae/metrics/draws.py), from
-    generators of their own, so it neither depends on nor moves the training's RNG, and draws as
-    one process does whatever the number of ranks."""
-    device = next(model.parameters()).device
-    stats = FeatureStats()
-    for s in range(0, n, batch_size):
-        images = range(s, min(s + batch_size, n))
-        z = draws.latents(seed, "samples", images, int(model.latent)).to(device)
-        x = model.generate(z, noise=draws.noise(seed, "samples", images))
-        if x.shape[-1] != model.resolution:
-            x = torch.nn.functional.interpolate(x, size=int(model.resolution), mode="nearest")
-        stats.update(extractor(x.clamp(-1, 1)))
-    return frechet_distance(stats, reference)
+    The samples are evaluate's first `n` for `seed` (`generator_stats`), drawn from generators
+    of their own, so it neither depends on nor moves the training's RNG, and draws as one
+    process does whatever the number of ranks."""
+    return frechet_distance(generator_stats(model, extractor, n, seed, batch_size,
+                                            progress=False), reference)
 
 
 def provenance(extractor, ppl_distance: Optional[PathDistance] = None,

@@ -60,16 +60,22 @@ class FeatureStats:
         return self
 
     @classmethod
-    def from_moments(cls, mu: np.ndarray, sigma: np.ndarray, n: int = 0) -> "FeatureStats":
+    def from_moments(cls, mu: np.ndarray, sigma: np.ndarray, n: int = 0,
+                     features: Optional[np.ndarray] = None) -> "FeatureStats":
         """Fixed statistics given as mean and covariance (e.g. read from an .npz); `n` is the
-        number of vectors they came from, 0 when unknown (pytorch-fid's files do not say)."""
+        number of vectors they came from, 0 when unknown (pytorch-fid's files do not say);
+        `features`: those vectors, (n, D), when they were kept."""
         mu = np.asarray(mu, dtype=np.float64)
         sigma = np.asarray(sigma, dtype=np.float64)
         if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
             raise ValueError(f"mu {mu.shape} and sigma {sigma.shape} are not (D,) and (D, D)")
-        s = cls()
+        s = cls(keep=features is not None)
         s.n = int(n)
         s._fixed = (mu, sigma)
+        if features is not None:
+            if features.shape != (s.n, len(mu)):
+                raise ValueError(f"features {features.shape} are not ({s.n}, {len(mu)})")
+            s._kept = [torch.from_numpy(np.array(features))]
         return s
 
     def features(self) -> np.ndarray:

@@ -12,42 +12,23 @@ another resolution it returns None (the caller computes the reference in memory)
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
-import torch
-from tqdm import tqdm
-
-from alae.data import eval_batches, read_manifest
+from alae.data import read_manifest
 from alae.errors import UserError
 from alae.metrics.fid import FeatureStats, load_stats, save_stats
+from alae.metrics.stats import StatsCache, dataset_digest, split_stats
 
 
-def dataset_digest(shards_dir: str | Path, split: str = "test") -> str:
-    """sha256 over one split's shards' names, counts and hashes as the manifest lists them."""
-    manifest = read_manifest(shards_dir)
-    blob = json.dumps({split: manifest["shards"][split], "channels": manifest["channels"],
-                       "resolution": manifest["resolution"]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-@torch.inference_mode()
 def compute_reference(extractor, shards_dir: str | Path, resolution: Optional[int] = None,
-                      batch_size: int = 500, split: str = "test") -> FeatureStats:
-    """Running statistics of the whole `split` (stored order, every image clamped to [-1, 1], at
-    `resolution`, default the stored one): O(D²) memory whatever the split's size."""
-    manifest = read_manifest(shards_dir)
-    resolution = resolution or int(manifest["resolution"])
-    n = int(manifest["counts"][split])
-    stats = FeatureStats()
-    for x, _ in tqdm(eval_batches(shards_dir, split, resolution, batch_size),
-                     desc=f"refstats: {split} split ({extractor.name})", total=-(-n // batch_size),
-                     file=sys.stderr, unit="batch"):
-        stats.update(extractor(x.to(extractor.device).clamp(-1, 1)))
-    return stats
+                      batch_size: int = 500, split: str = "test",
+                      cache: Optional[StatsCache] = None) -> FeatureStats:
+    """Statistics of the whole `split` (`split_stats`: stored order, every image clamped to
+    [-1, 1], at `resolution`, default the stored one): O(D²) memory whatever the split's size."""
+    resolution = resolution or int(read_manifest(shards_dir)["resolution"])
+    return split_stats(extractor, shards_dir, split, resolution, batch_size, cache=cache,
+                       desc=f"{split} split ({extractor.name})").stats
 
 
 def write_reference(path: str | Path, extractor, shards_dir: str | Path,
