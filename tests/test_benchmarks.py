@@ -99,3 +99,30 @@ def test_gpu_check_without_cuda_says_so_exits_0_and_runs_nothing(tmp_path):
                           str(tmp_path / "gpu.json")], capture_output=True, text=True)
     assert out.returncode == 0 and "needs a CUDA device" in out.stdout, out
     assert not (tmp_path / "gpu.json").exists()
+
+
+def test_evaluate_versions_gives_the_old_code_a_file_it_reads_of_the_same_model(tmp_path):
+    import click
+    import pytest
+    import yaml
+
+    from alae.checkpoint import save_model
+    from alae.nn import build_model
+    from benchmarks.evaluate_versions import model_for
+
+    params = parse_params(TINY)
+    model = build_model(params.model, 1, 8)
+    path = tmp_path / "alae.pt"
+    save_model(path, model, params, {}, training={"images_seen": 1})
+    old = tmp_path / "before"
+    (old / "alae").mkdir(parents=True)
+    (old / "alae" / "checkpoint.py").write_text("FORMAT = 'x'\nVERSION = 2\n")
+    old_params = {"model": params.to_dict()["model"], "seed": 0}   # fewer keys, as old code had
+    (old / "params.yaml").write_text(yaml.safe_dump(old_params))
+    ckpt = torch.load(model_for(old, path, tmp_path), weights_only=False)
+    assert ckpt["version"] == 2 and ckpt["params"] == old_params and "training" not in ckpt
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in ckpt["ema"].items())
+    old_params["model"]["latent"] = 16   # another model: timing it would compare nothing
+    (old / "params.yaml").write_text(yaml.safe_dump(old_params))
+    with pytest.raises(click.ClickException, match="model section differs"):
+        model_for(old, path, tmp_path)

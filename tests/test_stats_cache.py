@@ -54,7 +54,7 @@ def files(cache: StatsCache) -> set[str]:
 def test_a_cached_evaluation_equals_a_fresh_one_and_computes_no_statistics(extractor, tiny_shards,
                                                                            tmp_path):
     model = style_model()
-    cfg = EvaluateConfig(num_images=150, batch_size=64, seed=3)
+    cfg = EvaluateConfig(num_images=80, batch_size=40, seed=3)
     fresh = evaluate_model(model, extractor, tiny_shards, cfg, CACHED)
     cache = StatsCache(tmp_path / "cache")
     first = evaluate_model(model, extractor, tiny_shards, cfg, CACHED, cache=cache)
