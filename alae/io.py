@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 
 def _umask() -> int:
@@ -86,4 +86,14 @@ def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):  # a shard need not fit in memory
             h.update(block)
+    return h.hexdigest()
+
+
+def files_digest(paths: Iterable[Path], root: Path) -> str:
+    """sha256 over files' paths relative to `root` and their bytes, in the order given: what a
+    code digest (the run key's, the statistics cache's) is made of."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
     return h.hexdigest()

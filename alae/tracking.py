@@ -33,6 +33,7 @@ from alae import STARTED
 from alae.codedeps import PROJECT_DIR, code_files
 from alae.config import Params
 from alae.errors import Stopped, UserError
+from alae.io import files_digest
 
 EXPERIMENT = "alae"
 KEY_TAG = "alae.run_key"
@@ -83,11 +84,7 @@ def tracking_uri(root: Optional[Path] = None) -> str:
 
 def code_digest(project_dir: Path = PROJECT_DIR) -> str:
     """The code as DVC sees it (alae/codedeps.py): a change here is a change DVC reruns for."""
-    h = hashlib.sha256()
-    for path in code_files(project_dir):
-        h.update(path.relative_to(project_dir).as_posix().encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
-    return h.hexdigest()
+    return files_digest(code_files(project_dir), project_dir)
 
 
 def run_key(params: Params, project_dir: Path = PROJECT_DIR) -> str:

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from alae.data import eval_batches, read_manifest
-from alae.io import atomic_open
+from alae.io import atomic_open, files_digest
 from alae.metrics import draws
 from alae.metrics.fid import FeatureStats
 
@@ -63,11 +63,7 @@ def dataset_digest(shards_dir: str | Path, split: str = "test") -> str:
 def library_digest() -> str:
     """sha256 over this package's Python files: a change in how any number is computed (the
     networks, the loader, the features) is a new key."""
-    h = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        h.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
-    return h.hexdigest()
+    return files_digest(sorted(PACKAGE_DIR.rglob("*.py")), PACKAGE_DIR)
 
 
 def model_digest(model: torch.nn.Module) -> str:
@@ -222,11 +218,11 @@ def split_stats(extractor, shards_dir: str | Path, split: str, resolution: int, 
             for x, _ in eval_batches(shards_dir, split, resolution, batch_size, n):
                 x = x.to(device)
                 indices = range(seen, seen + len(x))
-                out = x if transform is None else transform(x, indices)
-                f = extractor(out.clamp(-1, 1))
+                out = (x if transform is None else transform(x, indices)).clamp(-1, 1)
+                f = extractor(out)
                 stats.update(f)
                 for name, (_, fn) in measures.items():
-                    sums[name] += fn(x, out.clamp(-1, 1), f).double().sum().item()
+                    sums[name] += fn(x, out, f).double().sum().item()
                 seen += len(x)
                 bar.update(len(x))
         return Measured(stats, {name: s / seen if seen else float("nan")
