@@ -7,6 +7,7 @@ sweeps/<name>.csv, and regenerate the README's table and sweeps/fid_vs_time.png 
     python scripts/sweep.py export sweeps/default.yaml     # after `dvc queue start` by hand
     python scripts/sweep.py report                          # every sweeps/*.csv
     python scripts/sweep.py frontier default-frontier-720k-s0 --marks 180,360,720
+    python scripts/sweep.py frontier-tables                # the frontier's README tables again
 """
 from __future__ import annotations
 
@@ -140,14 +141,16 @@ def report(csvs: tuple[str, ...], readme: str, figure: str) -> None:
 @click.option("--marks", default="180,360,720", show_default=True,
               help="kimg at which to evaluate the run's kept checkpoints (the first at or after each)")
 @click.option("--csv", "csv_path", default=str(ROOT / "sweeps" / "frontier.csv"), show_default=True)
+@click.option("--grid", "grid_path", default=str(ROOT / "sweeps" / "default.yaml"), show_default=True,
+              help="the grid whose candidates name the budget table's configurations")
 @click.option("--params", "params_path", default=str(ROOT / "params.yaml"), show_default=True,
               help="its `evaluate` section is the protocol (the evaluate stage's)")
 @click.option("--featurenet", default=str(ROOT / "models" / "featurenet.pt"), show_default=True)
 @click.option("--refstats", default=str(ROOT / "models" / "refstats_classifier.npz"), show_default=True)
 @click.option("--shards", default=str(ROOT / "data" / "shards"), show_default=True)
 @exits_cleanly
-def frontier(experiment: str, marks: str, csv_path: str, params_path: str, featurenet: str,
-             refstats: str, shards: str) -> None:
+def frontier(experiment: str, marks: str, csv_path: str, grid_path: str, params_path: str,
+             featurenet: str, refstats: str, shards: str) -> None:
     """The evaluate stage's metrics of one run at several budgets, from its kept checkpoints.
 
     The schedule is a function of images seen alone, so a long run passes through the state of
@@ -200,9 +203,35 @@ def frontier(experiment: str, marks: str, csv_path: str, params_path: str, featu
         click.echo(f"{experiment} at {images} images: " + json.dumps(
             {k: round(v, 4) for k, v in metrics.items()}))
     sw.merge_frontier_csv(csv_path, rows)
-    sw.write_readme_table(ROOT / "README.md", sw.frontier_table(sw.read_csvs([csv_path])),
-                          [str(Path(csv_path).resolve().relative_to(ROOT))], which="frontier")
-    click.echo(f"wrote {len(rows)} rows to {csv_path} and the README's frontier table")
+    write_frontier_tables(csv_path, grid_path, params_path)
+    click.echo(f"wrote {len(rows)} rows to {csv_path} and the README's frontier tables")
+
+
+def write_frontier_tables(csv_path: str, grid_path: str, params_path: str) -> None:
+    """The README's frontier table (one line per run and mark) and its budget table (mean ± sd
+    over seeds per configuration and mark), both from the frontier CSV."""
+    from alae.config import load_params
+
+    rows = sw.read_csvs([csv_path])
+    source = [str(Path(csv_path).resolve().relative_to(ROOT))]
+    grid = sw.load_grid(grid_path, params_path)
+    default_kimg = load_params(params_path).train.kimg
+    sw.write_readme_table(ROOT / "README.md", sw.frontier_table(rows), source, which="frontier")
+    sw.write_readme_table(ROOT / "README.md", sw.budget_table(rows, grid, default_kimg),
+                          [*source, str(Path(grid_path).resolve().relative_to(ROOT))],
+                          which="budget")
+
+
+@main.command(name="frontier-tables")
+@click.option("--csv", "csv_path", default=str(ROOT / "sweeps" / "frontier.csv"), show_default=True)
+@click.option("--grid", "grid_path", default=str(ROOT / "sweeps" / "default.yaml"), show_default=True,
+              help="the grid whose candidates name the budget table's configurations")
+@click.option("--params", "params_path", default=str(ROOT / "params.yaml"), show_default=True)
+@exits_cleanly
+def frontier_tables(csv_path: str, grid_path: str, params_path: str) -> None:
+    """The README's two frontier tables again from --csv, evaluating nothing."""
+    write_frontier_tables(csv_path, grid_path, params_path)
+    click.echo("wrote the README's frontier and budget tables")
 
 
 @main.command(name="all")

@@ -210,3 +210,37 @@ def test_frontier_rows_replace_the_same_run_and_budget(tmp_path):
     sw.write_readme_table(readme, table, ["sweeps/frontier.csv"], which="frontier")
     assert "| t-a-s0 | 360 | 120.0 |" in readme.read_text()
     assert "scripts/sweep.py frontier" in readme.read_text()
+
+
+def test_budget_table_averages_seeds_per_configuration_and_mark(tmp_path):
+    """One line per configuration (candidates differing only in budget, kept checkpoints and
+    seed are one) and mark; a seed two runs pass through at a mark counts once (its first row);
+    runs the grid does not name are left out."""
+    grid = sw.load_grid(write_grid(tmp_path, {
+        "name": "t", "seeds": [0], "common": {},
+        "candidates": {"long": {"train.kimg": 2.0, "train.keep_checkpoints": 50, "seeds": [0, 1]},
+                       "longer": {"train.kimg": 4.0, "train.keep_checkpoints": 90, "seeds": [1]},
+                       "other": {"lr": 0.003, "train.kimg": 2.0}}}), ROOT / "params.yaml")
+    base = {"run_key": "k", "images_seen": 0, "train_seconds": 1.0, "featurenet": "f" * 12,
+            "rec_fid_classifier": 50.0, "mse": 0.1, "probe_acc": 0.81, "probe_acc_pixels": 0.8,
+            "precision_classifier": 0.5, "recall_classifier": 0.25}
+    rows = [{**base, "experiment": e, "kimg": k, "fid_classifier": fid}
+            for e, k, fid in [("t-long-s0", "1", 40.0), ("t-long-s1", "1", 60.0),
+                              ("t-long-s0", "2", 30.0), ("t-longer-s1", "1", 99.0),
+                              ("t-longer-s1", "4", 20.0), ("t-other-s0", "1", 70.0),
+                              ("elsewhere-s0", "1", 10.0)]]
+    sw.merge_frontier_csv(tmp_path / "f.csv", rows)
+    table = sw.budget_table(sw.read_csvs([tmp_path / "f.csv"]), grid, default_kimg=2.0)
+    lines = table.splitlines()[2:]
+    assert lines == [
+        "| long, longer | 1 | 0.5× | 0, 1 | 50.0 ± 14.1 | 50.0 ± 0.0 | 0.1000 ± 0.0000 | "
+        "0.010 ± 0.000 | 0.50 ± 0.00 / 0.25 ± 0.00 |",
+        "| long, longer | 2 | 1× | 0 | 30.0 | 50.0 | 0.1000 | 0.010 | 0.50 / 0.25 |",
+        "| long, longer | 4 | 2× | 1 | 20.0 | 50.0 | 0.1000 | 0.010 | 0.50 / 0.25 |",
+        "| other | 1 | 0.5× | 0 | 70.0 | 50.0 | 0.1000 | 0.010 | 0.50 / 0.25 |"]
+
+
+def test_the_figure_tells_more_groups_apart_than_the_palette_has_colours():
+    styles = sw.point_styles(23, [f"C{i}" for i in range(10)])
+    assert len(set(styles)) == 23
+    assert styles[0] == ("C0", "o") and styles[10] == ("C0", "s") and styles[22] == ("C2", "^")
