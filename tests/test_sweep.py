@@ -244,3 +244,26 @@ def test_the_figure_tells_more_groups_apart_than_the_palette_has_colours():
     styles = sw.point_styles(23, [f"C{i}" for i in range(10)])
     assert len(set(styles)) == 23
     assert styles[0] == ("C0", "o") and styles[10] == ("C0", "s") and styles[22] == ("C2", "^")
+
+
+def test_the_committed_grid_still_describes_every_exported_run():
+    """sweeps/default.yaml spells out every key in which a candidate differs from today's
+    params.yaml: each exported run's recorded params equal its candidate's overrides on top of
+    params.yaml. When the default moves, this fails until the older candidates name the old
+    value (a re-run would otherwise silently train something else under their name)."""
+    from alae.config import merge_params
+
+    grid = sw.load_grid(ROOT / "sweeps" / "default.yaml", ROOT / "params.yaml")
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    of_experiment = {name: o for cand in grid.candidates for name, o in grid.experiments([cand])}
+    rows = sw.read_csvs([ROOT / "sweeps" / "default.csv"])
+    assert rows
+    for row in rows:
+        params = merge_params(yaml.safe_load(yaml.safe_dump(base)), of_experiment[row["experiment"]])
+        for column, recorded in row.items():
+            if not column.startswith("param:") or recorded == "":
+                continue   # a column a run's export did not record
+            value = params
+            for part in column[len("param:"):].split("."):
+                value = value[part]
+            assert yaml.safe_load(recorded) == value, (row["experiment"], column, recorded, value)
