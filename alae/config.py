@@ -134,7 +134,7 @@ def table_entry(table: int | float | tuple, level: int) -> Any:
 @dataclass(frozen=True)
 class ModelConfig:
     kind: str = "style"         # style: StyleALAE, progressive; mlp: the paper's MNIST MLP
-    latent: int = 64            # size of z and w
+    latent: int = 128           # size of z and w
     mapping_layers: int = 4     # layers of F
     hidden: int = 1024          # mlp: width of the encoder and generator
     start_channels: int = 8     # style: feature maps at the final resolution...
