@@ -314,19 +314,19 @@ def budget_table(rows: list[dict[str, Any]], grid: Grid, default_kimg: float) ->
     480 and 960 kimg runs of today's default are one), named by its candidates; a seed counted
     at a budget by two runs (a 960 kimg run passes through its 480 kimg sibling's model) counts
     once, its first row in the CSV. Rows of experiments the grid does not name are left out."""
-    of_experiment = {name: cand for cand in grid.candidates for name, _ in grid.experiments([cand])}
+    of_experiment = {name: (cand, o["seed"]) for cand in grid.candidates
+                     for name, o in grid.experiments([cand])}
     configs: dict[tuple, list[str]] = {}      # configuration -> its candidates, in CSV order
-    groups: dict[tuple, dict[str, dict]] = {}  # (configuration, kimg, space) -> seed -> row
+    groups: dict[tuple, dict[int, dict]] = {}  # (configuration, kimg, space) -> seed -> row
     for r in rows:
-        cand = of_experiment.get(r["experiment"])
-        if cand is None:
+        if r["experiment"] not in of_experiment:
             continue
+        cand, seed = of_experiment[r["experiment"]]
         overrides = {**grid.common, **grid.candidates[cand]}
         config = tuple(sorted((k, json.dumps(v)) for k, v in overrides.items()
                               if k not in BUDGET_FREE))
         if cand not in configs.setdefault(config, []):
             configs[config].append(cand)
-        seed = r["experiment"].rsplit("-s", 1)[1]
         key = (config, float(r["kimg"]), r.get("featurenet") or UNRECORDED)
         groups.setdefault(key, {}).setdefault(seed, r)
     lines = ["| configuration (candidates) | kimg | × default | seeds | fid_classifier | "
@@ -342,7 +342,7 @@ def budget_table(rows: list[dict[str, Any]], grid: Grid, default_kimg: float) ->
         gap = [a - b for a, b in zip(col("probe_acc"), col("probe_acc_pixels"))]
         lines.append(
             f"| {', '.join(configs[config])} | {kimg:g} | {kimg / default_kimg:.3g}× | "
-            f"{', '.join(sorted(by_seed, key=int))} | {_mean_sd(col('fid_classifier'), 1)} | "
+            f"{', '.join(map(str, sorted(by_seed)))} | {_mean_sd(col('fid_classifier'), 1)} | "
             f"{_mean_sd(col('rec_fid_classifier'), 1)} | {_mean_sd(col('mse'), 4)} | "
             f"{_mean_sd(gap, 3)} | {_mean_sd(col('precision_classifier'), 2)} / "
             f"{_mean_sd(col('recall_classifier'), 2)} |")
