@@ -232,6 +232,17 @@ def _mean_sd(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def _column(rows: list[dict[str, Any]], key: str) -> list[float]:
+    """The rows' numeric values of `key` (blank and NaN left out; a time only from timed rows)."""
+    if key in TIMES:
+        rows = [r for r in rows if _timed(r)]
+    return [v for v in (_num(r.get(key)) for r in rows) if v is not None]
+
+
+def _probe_gaps(rows: list[dict[str, Any]]) -> list[float]:
+    return [a - b for a, b in zip(_column(rows, "probe_acc"), _column(rows, "probe_acc_pixels"))]
+
+
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per sweep, candidate and feature space (the featurenet: metrics in two
     spaces are never averaged together), mean ± sd over its seeds, best FID first."""
@@ -240,25 +251,20 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         space = r.get("featurenet") or UNRECORDED
         groups.setdefault((r["sweep"], r["candidate"], space), []).append(r)
 
-    def col(rs, key):
-        if key in TIMES:
-            rs = [r for r in rs if _timed(r)]
-        return [v for v in (_num(r.get(key)) for r in rs) if v is not None]
-
-    order = sorted(groups, key=lambda g: statistics.mean(col(groups[g], "fid_classifier") or [1e9]))
+    order = sorted(groups, key=lambda g: statistics.mean(_column(groups[g], "fid_classifier") or [1e9]))
     lines = ["| sweep | candidate | seeds | featurenet | fid_classifier | rec_fid_classifier | "
              "mse | probe_acc − pixels | train min | pipeline min |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for sweep, cand, space in order:
         rs = groups[(sweep, cand, space)]
-        gap = [a - b for a, b in zip(col(rs, "probe_acc"), col(rs, "probe_acc_pixels"))]
+        gap = _probe_gaps(rs)
         lines.append(
             f"| {sweep} | {cand} | {', '.join(str(r['seed']) for r in rs)} | "
             f"{space if space == UNRECORDED else space[:8]} | "
-            f"{_mean_sd(col(rs, 'fid_classifier'), 1)} | {_mean_sd(col(rs, 'rec_fid_classifier'), 1)} | "
-            f"{_mean_sd(col(rs, 'mse'), 4)} | {_mean_sd(gap, 3)} | "
-            f"{_mean_sd([s / 60 for s in col(rs, 'train_seconds')], 1)} | "
-            f"{_mean_sd([s / 60 for s in col(rs, 'seconds_pipeline')], 1)} |")
+            f"{_mean_sd(_column(rs, 'fid_classifier'), 1)} | {_mean_sd(_column(rs, 'rec_fid_classifier'), 1)} | "
+            f"{_mean_sd(_column(rs, 'mse'), 4)} | {_mean_sd(gap, 3)} | "
+            f"{_mean_sd([s / 60 for s in _column(rs, 'train_seconds')], 1)} | "
+            f"{_mean_sd([s / 60 for s in _column(rs, 'seconds_pipeline')], 1)} |")
     return "\n".join(lines)
 
 
@@ -337,9 +343,9 @@ def budget_table(rows: list[dict[str, Any]], grid: Grid, default_kimg: float) ->
         rs = list(by_seed.values())
 
         def col(key: str) -> list[float]:
-            return [v for v in (_num(r.get(key)) for r in rs) if v is not None]
+            return _column(rs, key)
 
-        gap = [a - b for a, b in zip(col("probe_acc"), col("probe_acc_pixels"))]
+        gap = _probe_gaps(rs)
         lines.append(
             f"| {', '.join(configs[config])} | {kimg:g} | {kimg / default_kimg:.3g}× | "
             f"{', '.join(map(str, sorted(by_seed)))} | {_mean_sd(col('fid_classifier'), 1)} | "

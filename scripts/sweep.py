@@ -28,6 +28,9 @@ from alae.errors import UserError, exits_cleanly  # noqa: E402
 from alae import sweep as sw  # noqa: E402
 
 grid_arg = click.argument("grid_path", type=click.Path(exists=True, dir_okay=False))
+grid_opt = click.option("--grid", "grid_path", default=str(ROOT / "sweeps" / "default.yaml"),
+                        show_default=True,
+                        help="the grid whose candidates name the budget table's configurations")
 only_opt = click.option("--only", multiple=True, help="candidate(s) of the grid (default: all)")
 
 
@@ -141,8 +144,7 @@ def report(csvs: tuple[str, ...], readme: str, figure: str) -> None:
 @click.option("--marks", default="180,360,720", show_default=True,
               help="kimg at which to evaluate the run's kept checkpoints (the first at or after each)")
 @click.option("--csv", "csv_path", default=str(ROOT / "sweeps" / "frontier.csv"), show_default=True)
-@click.option("--grid", "grid_path", default=str(ROOT / "sweeps" / "default.yaml"), show_default=True,
-              help="the grid whose candidates name the budget table's configurations")
+@grid_opt
 @click.option("--params", "params_path", default=str(ROOT / "params.yaml"), show_default=True,
               help="its `evaluate` section is the protocol (the evaluate stage's)")
 @click.option("--featurenet", default=str(ROOT / "models" / "featurenet.pt"), show_default=True)
@@ -224,8 +226,7 @@ def write_frontier_tables(csv_path: str, grid_path: str, params_path: str) -> No
 
 @main.command(name="frontier-tables")
 @click.option("--csv", "csv_path", default=str(ROOT / "sweeps" / "frontier.csv"), show_default=True)
-@click.option("--grid", "grid_path", default=str(ROOT / "sweeps" / "default.yaml"), show_default=True,
-              help="the grid whose candidates name the budget table's configurations")
+@grid_opt
 @click.option("--params", "params_path", default=str(ROOT / "params.yaml"), show_default=True)
 @exits_cleanly
 def frontier_tables(csv_path: str, grid_path: str, params_path: str) -> None:
