@@ -51,15 +51,17 @@ def save_model(path: str | Path, ema: ALAE, params: Params, meta: dict[str, Any]
     atomic_save(ckpt, path)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    """The raw checkpoint dict (format checked), as `Trainer(resume=...)` takes it."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", mmap: bool = False
+                    ) -> dict:
+    """The raw checkpoint dict (format checked), as `Trainer(resume=...)` takes it. `mmap`: the
+    tensors stay in the file until used (on the CPU), so reading only the params costs nothing."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: model file not found")
     # A device that is not there makes torch.load fail too: it must not read as a bad file.
     device = resolve_device(str(device))
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except Exception as e:  # pickle/zip errors come in many types; all mean "not ours"
         raise CheckpointError(f"{path}: not a model file of this project ({type(e).__name__})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -168,3 +170,17 @@ class RunCheckpoints:
                                       "(its folder is named by the run key: was it copied?)")
             return path, ckpt
         return None, None
+
+    def adopt(self, path: Path, ckpt: dict, params: Params, meta: dict[str, Any]) -> Path:
+        """Another run's checkpoint `ckpt` (read from `path`), written here as this run's own:
+        its state unchanged, under `params` and `meta`. The snapshot of the level it was at goes:
+        a run that stops takes one of its current level, a run that goes on takes it later."""
+        training = dict(ckpt["training"])
+        training["snapshots"] = {k: v for k, v in training["snapshots"].items()
+                                 if int(k) != int(training["lod"])}
+        training["finished"] = False
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / path.name
+        atomic_save({**ckpt, "params": params.to_dict(), "meta": meta, "training": training},
+                    target)
+        return target

@@ -15,16 +15,18 @@ around `loop.Trainer`, which itself knows no tracker and no file layout.
 """
 from __future__ import annotations
 
+import copy
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from alae.checkpoint import RunCheckpoints, save_model
-from alae.config import Params, load_params
+from alae.checkpoint import RunCheckpoints, load_checkpoint, save_model
+from alae.config import Params, load_params, parse_params
 from alae.data import read_manifest
 from alae.data.fit import check_fits_shards
 from alae.devices import resolve_device
@@ -37,6 +39,10 @@ from alae.train.loop import Hooks, Trainer
 
 TICK_METRICS = ("loss_d", "loss_g", "lae", "img_per_s", "lod", "alpha", "resolution", "batch_size")
 QUICK_FID = "fid_quick_classifier"  # the key in the featurenet's default space
+# The train params that set how long a run lasts and how many checkpoints it keeps, and nothing
+# of its training up to any image count: the schedule, the data order and every update read
+# neither. A run may go on from another's checkpoint when only these differ (extension).
+LENGTH_KEYS = ("kimg", "keep_checkpoints")
 
 
 def quick_fid_key(params: Params) -> str:
@@ -66,6 +72,9 @@ def train_pipeline(params_path: str, shards: str, featurenet: str, out: str, plo
             if relaunch is None:
                 raise UserError(f"train.nproc: {cfg.nproc} processes need torchrun: run the "
                                 "train stage, or this under torchrun")
+            with RunCheckpoints(run_dir(run_key(params)), keep=cfg.keep_checkpoints
+                                ).exclusive() as store:  # every rank then finds it in place
+                extend_shorter_run(params, store)
             raise SystemExit(relaunch_with_torchrun(cfg.nproc, relaunch))
         return _train_and_record(params, params_path, shards, featurenet, out, plots)
     rank, size = init_from_env(resolve_device(cfg.device, "train.device").type)
@@ -119,15 +128,20 @@ def _train_and_record(params: Params, params_path: str, shards: str, featurenet:
     cfg = params.train
     with pipeline_run(params, "train") as run, \
             RunCheckpoints(run.workdir, keep=cfg.keep_checkpoints).exclusive() as store:
-        found, ckpt = store.latest(params)
+        found, ckpt = extend_shorter_run(params, store)
         trainer = Trainer(params, shards, resume=ckpt)
         meta = {"run_id": run.run_id, "run_key": run.key}
+        if ckpt is not None and "extended_from" in ckpt["meta"]:
+            meta["extended_from"] = ckpt["meta"]["extended_from"]
+            run.set_tags({"alae.extended_from": meta["extended_from"]})
         if found is not None:
             print(f"train: {'already finished' if trainer.finished else 'resuming'} at "
                   f"{trainer.nimg} images from {found}", file=sys.stderr)
         if not trainer.finished:
             keys = TICK_METRICS + ((quick_fid_key(params),) if cfg.fid_every_kimg > 0 else ())
             report, snapshot = tracking_hooks(run, keys)
+            for row in trainer.history:  # what an extended run's shorter run trained
+                report(round(row["kimg"] * 1000), row)
             hooks = Hooks(report=report, snapshot=snapshot,
                           checkpoint=lambda t: store.save(t.ema, params, meta, t.state()))
             if cfg.fid_every_kimg > 0:
@@ -146,6 +160,57 @@ def _train_and_record(params: Params, params_path: str, shards: str, featurenet:
         run.log_artifact(out, "model")
         run.log_artifact(plots, "plots")
     return Trained(images_seen=nimg, seconds=seconds, out=out)
+
+
+def extend_shorter_run(params: Params, store: RunCheckpoints
+                       ) -> tuple[Optional[Path], Optional[dict]]:
+    """The run's newest checkpoint, as `store.latest`; for a run with none yet, the checkpoint
+    of `shorter_run_checkpoint` first becomes its own (meta "extended_from" names the source)."""
+    found, ckpt = store.latest(params)
+    if found is not None:
+        return found, ckpt
+    shorter = shorter_run_checkpoint(params, store.folder)
+    if shorter is None:
+        return None, None
+    path, source = shorter
+    origin = f"{path.parent.name}/{path.name}"
+    store.adopt(path, source, params, {"run_key": store.folder.name, "extended_from": origin})
+    print(f"train: extending run {path.parent.name} ({source['training']['images_seen']} "
+          f"images trained, train.kimg {source['params']['train']['kimg']})", file=sys.stderr)
+    return store.latest(params)
+
+
+def shorter_run_checkpoint(params: Params, own: Path) -> Optional[tuple[Path, dict]]:
+    """The newest checkpoint short of this run's end (`own` its folder) among the runs beside
+    it whose params differ from `params` in `LENGTH_KEYS` only and whose code is today's (the
+    folder's name is the run key its params give now); None if there is none."""
+    total = max(1, round(params.train.kimg * 1000))  # as the Trainer counts it
+    wanted = _without_length(params.to_dict())
+    candidates: list[tuple[int, Path]] = []
+    for folder in sorted(own.parent.iterdir()) if own.parent.is_dir() else ():
+        if folder == own or not folder.is_dir():
+            continue
+        for path in reversed(RunCheckpoints(folder).paths()):
+            images = path.stem.removeprefix("ckpt-")
+            if images.isdigit() and int(images) < total:
+                candidates.append((int(images), path))
+                break
+    for _, path in sorted(candidates, reverse=True):
+        try:
+            ckpt = load_checkpoint(path, mmap=True)  # the params first: runs can be large
+            same_code = run_key(parse_params(ckpt["params"])) == path.parent.name
+        except (CheckpointError, UserError, KeyError, TypeError):
+            continue  # damaged, or written under a config this code no longer reads
+        if "training" in ckpt and same_code and _without_length(ckpt["params"]) == wanted:
+            return path, ckpt
+    return None
+
+
+def _without_length(raw: dict[str, Any]) -> dict[str, Any]:
+    rest = copy.deepcopy(raw)
+    for key in LENGTH_KEYS:
+        rest.get("train", {}).pop(key, None)
+    return rest
 
 
 def quick_fid_hook(params: Params, trainer: Trainer, shards: str,
